@@ -1,0 +1,241 @@
+"""Grid files: YAML that names the axes of a benchmark and expands to cells.
+
+A grid file looks like::
+
+    name: default
+    datasets: [breast_cancer]
+    architectures:
+      - logreg
+      - {name: mlp, params: {width: [32, 128]}}   # a list is a sweep: two architectures
+    defenses: [none]
+    attacks: [loss]
+    seeds: [0, 1]
+    protocol: {n_models: 16, n_targets: 4}
+    training: {epochs: 30, lr: 0.001}
+    exclude:
+      - {architecture: logreg, seed: 1}
+
+Cells are the Cartesian product of datasets × architectures × defenses × training × protocol × seeds, less the
+cells that match an ``exclude`` rule (every key of the rule equal to the cell's value; a list means any of).
+Attacks are not an axis of cells: every attack of the grid runs on the same trained models of each cell.
+Every component and parameter is validated here, before anything runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import BenchError, did_you_mean
+from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Param, Registry, validate_params
+from bench.spec import Cell, ComponentSpec
+
+TRAINING_PARAMS = (
+    Param("epochs", int, 30, "passes over each model's training set", low=1, high=100_000),
+    Param("batch_size", int, 64, "minibatch size per model", low=1, high=1_000_000),
+    Param("lr", float, 1e-3, "learning rate", low=0.0, low_inclusive=False, high=10.0),
+    Param("optimizer", str, "adam", "optimizer of every model", choices=("adam", "sgd")),
+    Param("momentum", float, 0.9, "SGD momentum (ignored by adam)", low=0.0, high=1.0, high_inclusive=False),
+)
+
+PROTOCOL_PARAMS = (
+    Param("n_models", int, 16, "models trained per cell (M); each serves as target with the others as references",
+          low=2, high=4096),
+    Param("n_targets", int, 4, "models evaluated as the target, one store row each", low=1, high=4096),
+    Param("test_fraction", float, 0.3, "share of the dataset held out as test set (utility only, never audited)",
+          low=0.0, high=1.0, low_inclusive=False, high_inclusive=False),
+    Param("calibration_models", int, 2, "reference models whose scores choose the balanced-accuracy threshold",
+          low=1, high=4096),
+)
+
+TOP_LEVEL_KEYS = (
+    "name", "description", "datasets", "architectures", "defenses", "attacks", "seeds", "training", "protocol",
+    "exclude",
+)
+REQUIRED_KEYS = ("datasets", "architectures", "defenses", "attacks")
+AXES = {"datasets": DATASETS, "architectures": ARCHITECTURES, "defenses": DEFENSES, "attacks": ATTACKS}
+
+GRIDS_FOLDER = Path("results") / "grids"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An expanded grid: its cells in a stable order."""
+
+    name: str
+    path: Path
+    cells: tuple[Cell, ...]
+    n_excluded: int
+
+
+def grid_search_dirs() -> list[Path]:
+    """Where grid names are looked up: ``./results/grids`` and the source checkout's ``results/grids``."""
+    dirs = [Path.cwd() / GRIDS_FOLDER, Path(__file__).resolve().parent.parent / GRIDS_FOLDER]
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def available_grids() -> list[str]:
+    return sorted({p.stem for d in grid_search_dirs() if d.is_dir() for p in d.glob("*.y*ml")})
+
+
+def resolve_grid_path(name_or_path: str) -> Path:
+    """The grid file for a path or a name under ``results/grids/``."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.suffix in ("", ".yaml", ".yml") and len(path.parts) == 1:
+        for folder in grid_search_dirs():
+            for candidate in (folder / f"{path.stem}.yaml", folder / f"{path.stem}.yml"):
+                if candidate.is_file():
+                    return candidate
+    known = available_grids()
+    raise BenchError(
+        f"no grid {name_or_path!r}{did_you_mean(path.stem, known)}: give a YAML file's path or one of the names "
+        f"under results/grids/: {', '.join(known) or 'none found'}"
+    )
+
+
+def load_grid(name_or_path: str) -> Grid:
+    """Read, validate and expand a grid file."""
+    path = resolve_grid_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise BenchError(f"grid {path}: malformed YAML{where}: {problem}; fix the file's syntax") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"grid {path}: cannot read the file ({exc})") from None
+    return expand_grid(raw, path)
+
+
+def expand_grid(raw: Any, path: Path) -> Grid:
+    """Validate the parsed content of a grid file and expand it to cells."""
+    if raw is None:
+        raise BenchError(f"grid {path} is empty; it needs at least: {', '.join(REQUIRED_KEYS)}")
+    if not isinstance(raw, Mapping):
+        raise BenchError(f"grid {path}: the top level must be a mapping of keys ({', '.join(TOP_LEVEL_KEYS)})")
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise BenchError(
+                f"grid {path}: unknown key {key!r}{did_you_mean(str(key), TOP_LEVEL_KEYS)}; "
+                f"allowed keys: {', '.join(TOP_LEVEL_KEYS)}"
+            )
+    for key in REQUIRED_KEYS:
+        if not raw.get(key):
+            raise BenchError(f"grid {path}: {key!r} is missing or empty; list at least one of `python -m bench list {key}`")
+
+    where = f"grid {path}"
+    axes = {key: _component_axis(raw[key], registry, f"{where}: {key}") for key, registry in AXES.items()}
+    training = _sweep(TRAINING_PARAMS, raw.get("training"), f"{where}: training")
+    protocol = _sweep(PROTOCOL_PARAMS, raw.get("protocol"), f"{where}: protocol")
+    for proto in protocol:
+        _check_protocol(proto, where)
+    seeds = _seeds(raw.get("seeds", [0]), where)
+
+    cells: list[Cell] = []
+    for dataset, arch, defense, train, proto, seed in itertools.product(
+        axes["datasets"], axes["architectures"], axes["defenses"], training, protocol, seeds
+    ):
+        cells.append(
+            Cell(dataset, arch, defense, tuple(axes["attacks"]), tuple(sorted(train.items())),
+                 tuple(sorted(proto.items())), seed)
+        )
+    cells = list(dict.fromkeys(cells))
+    kept = _apply_excludes(cells, raw.get("exclude") or [], where)
+    if not kept:
+        raise BenchError(f"{where}: every cell is excluded; loosen the `exclude` rules")
+    return Grid(str(raw.get("name") or path.stem), path, tuple(kept), len(cells) - len(kept))
+
+
+def _component_axis(entries: Any, registry: Registry, where: str) -> list[ComponentSpec]:
+    """Expand one axis (``datasets: [a, {name: b, params: {p: [1, 2]}}]``) to validated specs."""
+    if isinstance(entries, (str, Mapping)):
+        entries = [entries]
+    if not isinstance(entries, list):
+        raise BenchError(f"{where}: expected a list of names or {{name: ..., params: ...}} mappings")
+    specs: list[ComponentSpec] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            name, params = entry, {}
+        elif isinstance(entry, Mapping) and "name" in entry and set(entry) <= {"name", "params"}:
+            name, params = entry["name"], entry.get("params") or {}
+            if not isinstance(params, Mapping):
+                raise BenchError(f"{where}: params of {name!r} must be a mapping of parameter: value")
+        else:
+            raise BenchError(
+                f"{where}: entry {entry!r} must be a name or a mapping with keys `name` and optional `params`"
+            )
+        component = registry.get(str(name))
+        label = f"{where}: {registry.family[:-1]} {name!r}"
+        specs += [ComponentSpec.make(component.name, values) for values in _sweep(component.params, params, label)]
+    return list(dict.fromkeys(specs))
+
+
+def _sweep(params: Iterable[Param], given: Any, where: str) -> list[dict[str, Any]]:
+    """Validated parameter dicts for every combination of the list-valued (swept) entries of ``given``."""
+    if given is None:
+        given = {}
+    if not isinstance(given, Mapping):
+        raise BenchError(f"{where}: expected a mapping of parameter: value (a list sweeps the values)")
+    params = tuple(params)
+    names = list(given)
+    choices = []
+    for name in names:
+        value = given[name]
+        if isinstance(value, list):
+            if not value:
+                raise BenchError(f"{where}: the sweep of {name!r} is an empty list; give at least one value")
+            choices.append(value)
+        else:
+            choices.append([value])
+    return [validate_params(params, dict(zip(names, combo)), where) for combo in itertools.product(*choices)]
+
+
+def _check_protocol(proto: Mapping[str, Any], where: str) -> None:
+    m = proto["n_models"]
+    if proto["n_targets"] > m:
+        raise BenchError(f"{where}: protocol n_targets={proto['n_targets']} exceeds n_models={m}; lower n_targets")
+    if proto["calibration_models"] > m - 1:
+        raise BenchError(
+            f"{where}: protocol calibration_models={proto['calibration_models']} needs at least "
+            f"{proto['calibration_models'] + 1} models, n_models={m}; lower it or raise n_models"
+        )
+
+
+def _seeds(seeds: Any, where: str) -> list[int]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                           for s in seeds):
+        raise BenchError(f"{where}: seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+    return list(dict.fromkeys(seeds))
+
+
+def _apply_excludes(cells: list[Cell], rules: Any, where: str) -> list[Cell]:
+    if not isinstance(rules, list) or not all(isinstance(r, Mapping) and r for r in rules):
+        raise BenchError(f"{where}: exclude must be a list of non-empty mappings such as {{dataset: x, seed: 1}}")
+    columns = [cell.columns() for cell in cells]
+    known = set().union(*columns) - {"cell_key"}
+    for rule in rules:
+        for key in rule:
+            if key not in known:
+                raise BenchError(
+                    f"{where}: exclude rule {dict(rule)!r} names {key!r}{did_you_mean(str(key), known)}, which no "
+                    f"cell has; keys are: {', '.join(sorted(known))}"
+                )
+
+    def matches(rule: Mapping[str, Any], cols: Mapping[str, Any]) -> bool:
+        for key, wanted in rule.items():
+            options = wanted if isinstance(wanted, list) else [wanted]
+            if cols.get(key) not in options:
+                return False
+        return True
+
+    return [cell for cell, cols in zip(cells, columns) if not any(matches(rule, cols) for rule in rules)]

@@ -1,0 +1,265 @@
+"""The cached stages of one cell: features → split → models → observations → scores → metrics.
+
+Every stage output is a cache entry whose key hashes the stage name, its version (:data:`STAGE_VERSIONS`),
+its inputs' keys and its parameters. Keys are computed from the cell's spec alone, so a warm rerun reads the
+final metrics without loading a dataset or a model, and a stage is only computed when an entry downstream of
+it is missing. Bump a stage's version whenever its code changes what it produces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+
+from attacks.base import AttackData
+from bench.cache import Cache, stage_key
+from bench.errors import BenchError
+from bench.metrics import attack_metrics, best_threshold
+from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
+from bench.spec import Cell, ComponentSpec, derive_seed
+from targets.datasets import Dataset
+from targets.ensemble import Ensemble, train_ensemble
+from targets.membership import membership_matrix, split_pool_test
+
+STAGE_VERSIONS = {"features": 1, "split": 1, "models": 1, "observations": 1, "scores": 1, "metrics": 1}
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """The store rows of one cell and whether the cell was read entirely from the cache."""
+
+    cell: Cell
+    rows: list[dict[str, Any]]
+    cached: bool
+
+
+class CellRun:
+    """Runs (or reads from the cache) every stage of one cell.
+
+    Parameters
+    ----------
+    cell
+        The cell's spec.
+    cache
+        Where stage outputs are read and written.
+    device
+        Torch device for training and observation.
+    """
+
+    def __init__(self, cell: Cell, cache: Cache, device: str = "cpu") -> None:
+        self.cell = cell
+        self.cache = cache
+        self.device = torch.device(device)
+        self.protocol = cell.protocol_params
+        self._loaded: dict[str, Any] = {}
+
+    def _stage(self, stage: str, key: str, kind: str, compute: Callable[[], Any], spec: Any) -> Any:
+        """A stage's output, read or computed once per run of the cell."""
+        if key not in self._loaded:
+            self._loaded[key] = self.cache.get_or_compute(stage, key, kind, compute, spec)
+        return self._loaded[key]
+
+    # --- keys ------------------------------------------------------------------------------------------------
+
+    def _key(self, stage: str, **spec: Any) -> str:
+        return stage_key(stage, STAGE_VERSIONS[stage], **spec)
+
+    @staticmethod
+    def _versioned(spec: ComponentSpec, registry: Registry) -> dict[str, Any]:
+        """A component's spec with its code version, as it enters cache keys."""
+        return {**spec.as_dict(), "version": registry.get(spec.name).version}
+
+    @cached_property
+    def features_key(self) -> str:
+        return self._key("features", dataset=self._versioned(self.cell.dataset, DATASETS))
+
+    @cached_property
+    def split_key(self) -> str:
+        p = self.protocol
+        return self._key(
+            "split", features=self.features_key, test_fraction=p["test_fraction"], n_models=p["n_models"],
+            seed=self.cell.seed,
+        )
+
+    @cached_property
+    def models_key(self) -> str:
+        c = self.cell
+        return self._key(
+            "models", features=self.features_key, split=self.split_key,
+            architecture=self._versioned(c.architecture, ARCHITECTURES), defense=self._versioned(c.defense, DEFENSES),
+            training=c.training_params, seed=c.seed,
+        )
+
+    @cached_property
+    def observations_key(self) -> str:
+        return self._key(
+            "observations", models=self.models_key, defense=self._versioned(self.cell.defense, DEFENSES),
+            seed=self.cell.seed,
+        )
+
+    def scores_key(self, attack: ComponentSpec, target: int) -> str:
+        return self._key(
+            "scores", observations=self.observations_key, attack=self._versioned(attack, ATTACKS), target=target,
+            calibration=self.calibration_models(target),
+        )
+
+    def metrics_key(self, attack: ComponentSpec, target: int) -> str:
+        return self._key("metrics", scores=self.scores_key(attack, target), split=self.split_key)
+
+    # --- stages ----------------------------------------------------------------------------------------------
+
+    def features(self) -> dict[str, np.ndarray]:
+        def compute() -> dict[str, np.ndarray]:
+            spec = self.cell.dataset
+            dataset: Dataset = DATASETS.get(spec.name).obj(**spec.kwargs)
+            return {
+                "X": dataset.X, "y": dataset.y, "task": np.array(dataset.task), "n_classes": np.array(dataset.n_classes)
+            }
+
+        return self._stage("features", self.features_key, "arrays", compute, self.cell.dataset.as_dict())
+
+    def split(self) -> dict[str, np.ndarray]:
+        def compute() -> dict[str, np.ndarray]:
+            f = self.features()
+            seed = self.cell.seed
+            pool, test = split_pool_test(
+                f["y"], self.protocol["test_fraction"], derive_seed(seed, "split"),
+                stratify=str(f["task"]) == "classification",
+            )
+            keep = membership_matrix(self.protocol["n_models"], len(pool), derive_seed(seed, "membership"))
+            return {"pool": pool, "test": test, "keep": keep}
+
+        return self._stage("split", self.split_key, "arrays", compute, {"features": self.features_key})
+
+    @cached_property
+    def defense(self):
+        spec = self.cell.defense
+        return DEFENSES.get(spec.name).obj(**spec.kwargs)
+
+    def _factory(self, features: Mapping[str, np.ndarray]):
+        spec = self.cell.architecture
+        build = ARCHITECTURES.get(spec.name).obj
+        input_shape, n_outputs = tuple(features["X"].shape[1:]), int(features["n_classes"])
+        return lambda: build(input_shape, n_outputs, **spec.kwargs)
+
+    def models(self) -> dict[str, torch.Tensor]:
+        def compute() -> dict[str, torch.Tensor]:
+            f, s = self.features(), self.split()
+            X = torch.as_tensor(f["X"][s["pool"]], device=self.device)
+            y = torch.as_tensor(f["y"][s["pool"]], device=self.device)
+            ensemble = Ensemble.initialise(
+                self._factory(f), self.protocol["n_models"], derive_seed(self.cell.seed, "models"), self.device
+            )
+            history = train_ensemble(
+                ensemble, X, y, s["keep"], self.defense.loss, seed=derive_seed(self.cell.seed, "training"),
+                **self.cell.training_params,
+            )
+            return {**ensemble.state(), "history.loss": torch.from_numpy(history)}
+
+        return self._stage("models", self.models_key, "tensors", compute, self.cell.models_spec())
+
+    def observations(self) -> dict[str, np.ndarray]:
+        def compute() -> dict[str, np.ndarray]:
+            f, s = self.features(), self.split()
+            state = {k: v for k, v in self.models().items() if not k.startswith("history.")}
+            ensemble = Ensemble.from_state(self._factory(f), state, self.device)
+            X = torch.as_tensor(f["X"], device=self.device)
+            log_probs = torch.log_softmax(ensemble.predict(X).double(), dim=-1).float().cpu().numpy()
+            predicted = log_probs.argmax(-1)
+            y = f["y"]
+            correct = predicted == y[None, :]
+            pool_correct, keep = correct[:, s["pool"]], s["keep"]
+            rng = np.random.default_rng(derive_seed(self.cell.seed, "release"))
+            return {
+                "pool": self.defense.release(log_probs[:, s["pool"]], rng),
+                "test": self.defense.release(log_probs[:, s["test"]], rng),
+                "train_accuracy": (pool_correct & keep).sum(1) / keep.sum(1),
+                "test_accuracy": correct[:, s["test"]].mean(1),
+            }
+
+        return self._stage(
+            "observations", self.observations_key, "arrays", compute, {"models": self.models_key}
+        )
+
+    def calibration_models(self, target: int) -> list[int]:
+        """The reference models whose own audits choose the target's balanced-accuracy threshold."""
+        m = self.protocol["n_models"]
+        return [(target + 1 + i) % m for i in range(self.protocol["calibration_models"])]
+
+    def _attack(self, attack: ComponentSpec, target: int, excluded: set[int]) -> np.ndarray:
+        obs, keep, labels = self.observations(), self.split()["keep"], self.features()["y"][self.split()["pool"]]
+        refs = [m for m in range(len(keep)) if m != target and m not in excluded]
+        data = AttackData(obs["pool"][target], labels, obs["pool"][refs], keep[refs])
+        scores = np.asarray(ATTACKS.get(attack.name).obj(data, **attack.kwargs), dtype=np.float64)
+        if scores.shape != labels.shape or np.isnan(scores).any():
+            raise RuntimeError(
+                f"attack {attack.label()} returned scores of shape {scores.shape} with "
+                f"{int(np.isnan(scores).sum()) if scores.shape == labels.shape else '?'} NaN; expected {labels.shape}"
+            )
+        return scores
+
+    def scores(self, attack: ComponentSpec, target: int) -> dict[str, np.ndarray]:
+        """The target's scores, and each calibration model's scores when it is audited in the target's place
+        (with the target left out of its references)."""
+
+        def compute() -> dict[str, np.ndarray]:
+            calibration = self.calibration_models(target)
+            return {
+                "target": self._attack(attack, target, excluded=set()),
+                "calibration": np.stack([self._attack(attack, r, excluded={target}) for r in calibration]),
+            }
+
+        return self._stage(
+            "scores", self.scores_key(attack, target), "arrays", compute,
+            {"observations": self.observations_key, "attack": attack.as_dict(), "target": target},
+        )
+
+    def metrics(self, attack: ComponentSpec, target: int) -> dict[str, Any]:
+        def compute() -> dict[str, Any]:
+            keep = self.split()["keep"]
+            sc = self.scores(attack, target)
+            threshold = best_threshold(sc["calibration"].ravel(), keep[self.calibration_models(target)].ravel())
+            obs = self.observations()
+            return {
+                "train_accuracy": float(obs["train_accuracy"][target]),
+                "test_accuracy": float(obs["test_accuracy"][target]),
+                **attack_metrics(sc["target"], keep[target], threshold).as_row(),
+            }
+
+        return self._stage(
+            "metrics", self.metrics_key(attack, target), "json", compute,
+            {"scores": self.scores_key(attack, target)},
+        )
+
+    def run(self) -> CellResult:
+        """Every (attack, target) row of the cell, computing only the stages missing from the cache."""
+        computed_before = sum(self.cache.misses.values())
+        rows = []
+        for attack in self.cell.attacks:
+            for target in range(self.protocol["n_targets"]):
+                row = {**self.cell.columns(), "cell": self.cell.label, "attack": attack.name}
+                row.update({f"attack.{k}": v for k, v in attack.params})
+                row["attack_key"] = attack.label()
+                row["target"] = target
+                row.update(self.metrics(attack, target))
+                rows.append(row)
+        return CellResult(self.cell, rows, cached=sum(self.cache.misses.values()) == computed_before)
+
+
+def run_cell(cell: Cell, cache_dir: str, force: bool, device: str) -> CellResult:
+    """Run one cell in this process (the unit of work of every executor)."""
+    try:
+        return CellRun(cell, Cache(cache_dir, force=force), device).run()
+    except BenchError:
+        raise
+    except Exception as exc:
+        raise CellFailed(f"cell {cell.label} failed: {type(exc).__name__}: {exc}") from exc
+
+
+class CellFailed(RuntimeError):
+    """A cell raised while running; the other cells go on."""

@@ -1,0 +1,116 @@
+"""The specification of one grid cell, canonical hashing and seed derivation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal specs give equal strings."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_jsonable)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, ComponentSpec):
+        return obj.as_dict()
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    raise TypeError(f"cannot hash {type(obj).__name__} {obj!r}")
+
+
+def stable_hash(obj: Any) -> str:
+    """SHA-256 hex digest of the canonical JSON of ``obj``."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def derive_seed(seed: int, *labels: Any) -> int:
+    """A 63-bit seed for one purpose (``labels``), derived from the cell's ``seed``.
+
+    Different labels give independent streams; the same labels always give the same seed, so e.g. the
+    split of a dataset depends only on the dataset and the seed, not on the architecture trained on it.
+    """
+    return int(stable_hash(["seed", seed, *labels])[:16], 16) >> 1
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A component name with its fully resolved parameters (defaults filled in)."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def make(cls, name: str, params: Mapping[str, Any] | None = None) -> ComponentSpec:
+        return cls(name, tuple(sorted((params or {}).items())))
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params)}
+
+    def label(self) -> str:
+        """``name`` or ``name(a=1,b=2)`` for the parameters that are set."""
+        shown = [f"{k}={v}" for k, v in self.params if v is not None]
+        return f"{self.name}({','.join(shown)})" if shown else self.name
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of a grid: the data, the model family, the defense, the training and the audit protocol.
+
+    The ``n_models`` models of a cell share everything but their training subsets (the membership matrix)
+    and their random initialisation; each in turn serves as the target with the others as references.
+    """
+
+    dataset: ComponentSpec
+    architecture: ComponentSpec
+    defense: ComponentSpec
+    attacks: tuple[ComponentSpec, ...]
+    training: tuple[tuple[str, Any], ...]
+    protocol: tuple[tuple[str, Any], ...]
+    seed: int
+
+    @property
+    def training_params(self) -> dict[str, Any]:
+        return dict(self.training)
+
+    @property
+    def protocol_params(self) -> dict[str, Any]:
+        return dict(self.protocol)
+
+    def models_spec(self) -> dict[str, Any]:
+        """Everything that decides the trained models (not the attacks)."""
+        return {
+            "dataset": self.dataset.as_dict(),
+            "architecture": self.architecture.as_dict(),
+            "defense": self.defense.as_dict(),
+            "training": dict(self.training),
+            "protocol": dict(self.protocol),
+            "seed": self.seed,
+        }
+
+    @property
+    def key(self) -> str:
+        """Identity of the cell in the results store (the attacks are rows within it)."""
+        return stable_hash(self.models_spec())[:16]
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset.label()} / {self.architecture.label()} / {self.defense.label()} / seed={self.seed}"
+
+    def columns(self) -> dict[str, Any]:
+        """The cell's parameters as flat store columns (``dataset``, ``dataset.<param>``, ...)."""
+        cols: dict[str, Any] = {"cell_key": self.key}
+        for family, spec in (("dataset", self.dataset), ("architecture", self.architecture), ("defense", self.defense)):
+            cols[family] = spec.name
+            cols.update({f"{family}.{k}": v for k, v in spec.params})
+        cols.update({f"training.{k}": v for k, v in self.training})
+        cols.update(dict(self.protocol))
+        cols["seed"] = self.seed
+        return cols

@@ -1,0 +1,9 @@
+"""The undefended baseline."""
+
+from bench.registry import DEFENSES
+from defenses.base import Defense
+
+
+@DEFENSES.register("none", description="No defense: the model is trained normally and releases its probabilities.")
+class NoDefense(Defense):
+    """Train normally, release the full probability vector."""

@@ -1,0 +1,146 @@
+"""The M models of a cell trained together as one stacked computation.
+
+The M copies of an architecture are stacked parameter by parameter (``torch.func.stack_module_state``) and
+run with ``torch.func.vmap``: one forward and one backward pass per step serve every model, each with its own
+initialisation, its own minibatch stream drawn from its own training subset, and its own dropout masks.
+Adam and SGD act elementwise, so one optimizer over the stacked tensors is M independent optimizers.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from bench.spec import derive_seed
+
+
+@dataclass
+class Ensemble:
+    """``n_models`` instances of one architecture with stacked parameters (leading dimension M)."""
+
+    template: nn.Module
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+
+    @classmethod
+    def initialise(
+        cls, factory: Callable[[], nn.Module], n_models: int, seed: int, device: str | torch.device = "cpu"
+    ) -> Ensemble:
+        """Build ``n_models`` models, model ``m`` initialised from ``derive_seed(seed, "init", m)``."""
+        models = []
+        with torch.random.fork_rng(devices=[]):
+            for m in range(n_models):
+                torch.manual_seed(derive_seed(seed, "init", m))
+                models.append(factory().to(device))
+        params, buffers = stack_module_state(models)
+        template = copy.deepcopy(models[0]).to("meta")
+        return cls(template, params, buffers)
+
+    @classmethod
+    def from_state(
+        cls, factory: Callable[[], nn.Module], state: dict[str, torch.Tensor], device: str | torch.device = "cpu"
+    ) -> Ensemble:
+        """Rebuild an ensemble from :meth:`state` (as saved in the cache)."""
+        template = factory().to("meta")
+        names = dict(template.named_parameters())
+        params = {k[len("param.") :]: v.to(device) for k, v in state.items() if k.startswith("param.")}
+        buffers = {k[len("buffer.") :]: v.to(device) for k, v in state.items() if k.startswith("buffer.")}
+        if set(params) != set(names):
+            raise ValueError(f"saved parameters {sorted(params)} do not match the architecture's {sorted(names)}")
+        return cls(template, params, buffers)
+
+    @property
+    def n_models(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Stacked parameters and buffers, detached, on the CPU (for ``torch.save``)."""
+        out = {f"param.{k}": v.detach().cpu() for k, v in self.params.items()}
+        out.update({f"buffer.{k}": v.detach().cpu() for k, v in self.buffers.items()})
+        return out
+
+    def _call(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.template, (params, buffers), (x,))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-mode outputs for per-model inputs ``x[M, B, ...]`` → ``[M, B, outputs]``."""
+        self.template.train()
+        return vmap(self._call, randomness="different")(self.params, self.buffers, x)
+
+    @torch.no_grad()
+    def predict(self, X: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """Evaluation-mode outputs of every model on shared inputs ``X[N, ...]`` → ``[M, N, outputs]``."""
+        self.template.eval()
+        run = vmap(self._call, in_dims=(0, 0, None), randomness="same")
+        return torch.cat([run(self.params, self.buffers, X[i : i + batch_size]) for i in range(0, len(X), batch_size)], 1)
+
+
+def minibatch_indices(keep: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """One epoch of minibatches for every model: ``[steps, M, batch_size]`` indices into the pool.
+
+    Model ``m`` draws a fresh permutation of its own members (``keep[m]``); all models take the same number
+    of steps, so a model with fewer members than the largest cycles through its permutation again.
+    """
+    members = [np.flatnonzero(row) for row in keep]
+    if min(len(m) for m in members) == 0:
+        raise ValueError("a model of the ensemble has no training points; use a larger dataset or fewer models")
+    steps = math.ceil(max(len(m) for m in members) / batch_size)
+    batches = np.stack([np.resize(rng.permutation(m), steps * batch_size) for m in members])
+    return batches.reshape(len(members), steps, batch_size).transpose(1, 0, 2)
+
+
+def train_ensemble(
+    ensemble: Ensemble,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    keep: np.ndarray,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str,
+    momentum: float,
+    seed: int,
+) -> np.ndarray:
+    """Train every model of ``ensemble`` on its own members of the pool ``(X, y)``.
+
+    Parameters
+    ----------
+    loss_fn
+        Maps outputs ``[M, B, C]`` and labels ``[M, B]`` to one mean loss per model ``[M]``.
+    seed
+        Seeds the minibatch order (NumPy) and dropout (torch) of this training run.
+
+    Returns
+    -------
+    numpy.ndarray
+        Mean training loss per epoch and model, ``[epochs, M]``.
+    """
+    params = list(ensemble.params.values())
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr)
+    else:
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    rng = np.random.default_rng(derive_seed(seed, "minibatches"))
+    history = np.zeros((epochs, ensemble.n_models), dtype=np.float32)
+    with torch.random.fork_rng(devices=[X.device] if X.device.type == "cuda" else []):
+        torch.manual_seed(derive_seed(seed, "dropout"))
+        for epoch in range(epochs):
+            batches = torch.from_numpy(minibatch_indices(keep, batch_size, rng)).to(X.device)
+            total = torch.zeros(ensemble.n_models, device=X.device)
+            for idx in batches:
+                losses = loss_fn(ensemble.forward(X[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                losses.sum().backward()  # models share no parameters: each gets its own gradient
+                opt.step()
+                total += losses.detach()
+            history[epoch] = (total / len(batches)).cpu().numpy()
+    return history
