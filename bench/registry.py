@@ -82,7 +82,7 @@ class Param:
         if value is None:
             if self.default is None:
                 return None
-            raise BenchError(f"{where}: parameter {self.name!r} may not be null; give a {self._type_name()}")
+            raise BenchError(f"{where}: parameter {self.name!r} may not be null; give a value of type {self._type_name()}")
         value = self._coerce(value, where)
         if self.choices is not None and value not in self.choices:
             raise BenchError(
@@ -102,7 +102,7 @@ class Param:
         return _TYPE_NAMES[self.type]
 
     def _coerce(self, value: Any, where: str) -> Any:
-        bad = BenchError(f"{where}: parameter {self.name!r} must be a {self._type_name()}, got {value!r}")
+        bad = BenchError(f"{where}: parameter {self.name!r} must be of type {self._type_name()}, got {value!r}")
         if self.type is bool:
             if isinstance(value, bool):
                 return value

@@ -97,7 +97,7 @@ class ResultsStore:
 
 
 def read_store(results_dir: Path | str) -> pd.DataFrame:
-    """The store as a DataFrame, one row per cell × attack × target, sorted by its key."""
+    """The store as a DataFrame, one row per cell × attack × target, sorted by its key and column name."""
     path = store_path(results_dir)
     if not path.is_file():
         raise BenchError(f"no results store at {path}; run `python -m bench grid --results {results_dir}` first")
@@ -110,4 +110,6 @@ def read_store(results_dir: Path | str) -> pd.DataFrame:
     finally:
         db.close()
     df["target"] = df["target"].astype(int)
+    # columns appear in the order cells finished: give them a stable order
+    df = df[list(PRIMARY_KEY) + sorted(c for c in df.columns if c not in PRIMARY_KEY)]
     return df.sort_values(list(PRIMARY_KEY), ignore_index=True)

@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import torch
+
+from bench import cache as cache_module
+from bench.cache import Cache, CacheMismatch, stage_key
+from bench.grid import load_grid
+from bench.pipeline import STAGE_VERSIONS, CellRun
+
+
+def test_key_depends_on_every_input():
+    base = stage_key("models", 1, features="abc", training={"epochs": 30, "lr": 0.001}, seed=0)
+    assert base == stage_key("models", 1, seed=0, training={"lr": 0.001, "epochs": 30}, features="abc")
+    assert base != stage_key("models", 1, features="abc", training={"epochs": 31, "lr": 0.001}, seed=0)
+    assert base != stage_key("models", 1, features="abd", training={"epochs": 30, "lr": 0.001}, seed=0)
+    assert base != stage_key("models", 1, features="abc", training={"epochs": 30, "lr": 0.001}, seed=1)
+    assert base != stage_key("models", 2, features="abc", training={"epochs": 30, "lr": 0.001}, seed=0)
+    assert base != stage_key("observations", 1, features="abc", training={"epochs": 30, "lr": 0.001}, seed=0)
+
+
+def _cell_run(tiny_grid, tmp_path, index=1):
+    return CellRun(load_grid(str(tiny_grid)).cells[index], Cache(tmp_path / "cache"))
+
+
+def test_cell_keys_follow_parameters_and_versions(tiny_grid, tmp_path, monkeypatch):
+    grid = load_grid(str(tiny_grid))
+    logreg, mlp = (CellRun(c, Cache(tmp_path)) for c in grid.cells)
+    # same dataset, seed and protocol: features and split are shared, models are not
+    assert logreg.features_key == mlp.features_key and logreg.split_key == mlp.split_key
+    assert logreg.models_key != mlp.models_key
+    again = CellRun(load_grid(str(tiny_grid)).cells[1], Cache(tmp_path))
+    assert again.metrics_key(mlp.cell.attacks[0], 0) == mlp.metrics_key(mlp.cell.attacks[0], 0)
+
+    monkeypatch.setitem(STAGE_VERSIONS, "models", STAGE_VERSIONS["models"] + 1)
+    bumped = CellRun(mlp.cell, Cache(tmp_path))
+    assert bumped.split_key == mlp.split_key  # upstream of the bump: unchanged
+    assert bumped.models_key != mlp.models_key  # the bumped stage and everything downstream change
+    assert bumped.metrics_key(mlp.cell.attacks[0], 0) != mlp.metrics_key(mlp.cell.attacks[0], 0)
+
+
+def test_component_version_enters_the_key(tiny_grid, tmp_path, monkeypatch):
+    from bench.registry import ATTACKS
+
+    run = _cell_run(tiny_grid, tmp_path)
+    attack = run.cell.attacks[0]
+    before = run.scores_key(attack, 0)
+    component = ATTACKS.get("loss")
+    monkeypatch.setitem(ATTACKS._components, "loss", type(component)(**{**component.__dict__, "version": 2}))
+    assert run.scores_key(attack, 0) != before
+
+
+def test_roundtrip_of_every_kind(tmp_path):
+    cache = Cache(tmp_path)
+    arrays = {"a": np.arange(5), "b": np.array("classification")}
+    cache.save("s", "k1", "arrays", arrays)
+    loaded = cache.load("s", "k1", "arrays")
+    assert np.array_equal(loaded["a"], arrays["a"]) and str(loaded["b"]) == "classification"
+    cache.save("s", "k2", "tensors", {"w": torch.ones(2, 3)})
+    assert torch.equal(cache.load("s", "k2", "tensors")["w"], torch.ones(2, 3))
+    cache.save("s", "k3", "json", {"auc": 0.5, "threshold": float("inf")})
+    assert cache.load("s", "k3", "json") == {"auc": 0.5, "threshold": float("inf")}
+    assert cache.load("s", "missing", "json") is None
+
+
+def test_interrupted_write_leaves_no_entry(tmp_path, monkeypatch):
+    cache = Cache(tmp_path)
+
+    def crash(path, manifest, data):
+        path.write_bytes(b"half an artifact")
+        raise KeyboardInterrupt  # the user pressed Ctrl-C in the middle of the write
+
+    monkeypatch.setitem(cache_module.CODECS, "json", ("json", crash, cache_module._load_json))
+    with pytest.raises(KeyboardInterrupt):
+        cache.save("metrics", "abc123", "json", {"auc": 0.9})
+    assert cache.load("metrics", "abc123", "json") is None
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_get_or_compute_computes_once_and_force_recomputes(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"x": len(calls)}
+
+    assert Cache(tmp_path).get_or_compute("s", "k", "json", compute) == {"x": 1}
+    assert Cache(tmp_path).get_or_compute("s", "k", "json", compute) == {"x": 1}
+    forced = Cache(tmp_path, force=True)
+    assert forced.get_or_compute("s", "k", "json", compute) == {"x": 2}
+    assert forced.get_or_compute("s", "k", "json", compute) == {"x": 2}  # not twice in one forced run
+    assert len(calls) == 2
+
+
+def test_an_entry_for_another_key_is_refused(tmp_path):
+    cache = Cache(tmp_path)
+    cache.save("metrics", "aaaa", "json", {"auc": 0.9})
+    wrong = cache.path("metrics", "aabb", "json")
+    cache.path("metrics", "aaaa", "json").rename(wrong)
+    with pytest.raises(CacheMismatch, match="not the requested 'metrics' 'aabb'.*--force"):
+        cache.load("metrics", "aabb", "json")
+
+
+def test_a_corrupted_entry_is_refused_not_reused(tmp_path):
+    cache = Cache(tmp_path)
+    cache.save("observations", "cafe", "arrays", {"pool": np.zeros((2, 3))})
+    path = cache.path("observations", "cafe", "arrays")
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(CacheMismatch, match="cannot be read"):
+        cache.load("observations", "cafe", "arrays")
+    assert path.exists()  # nothing is deleted behind the user's back
+
+
+def test_unwritable_cache_is_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="--cache-dir"):
+        Cache(blocker / "cache").check_writable()

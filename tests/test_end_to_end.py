@@ -1,0 +1,134 @@
+"""The harness end to end on tiny grids: store contents, cache reuse, executors, failures, SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.registry import ATTACKS, DATASETS
+from bench.store import read_store, store_path
+from targets.datasets import Dataset
+from tests.conftest import TINY_GRID, write_grid
+
+
+def run_grid(grid: Path, dirs: dict[str, Path], *extra: str) -> int:
+    return main(["grid", "--grid", str(grid), "--cache-dir", str(dirs["cache"]), "--results", str(dirs["results"]),
+                 "--quiet", *extra])
+
+
+def test_grid_writes_one_row_per_cell_attack_target_and_rerun_is_cached(tiny_grid, workdirs, capsys):
+    assert run_grid(tiny_grid, workdirs) == 0
+    first = read_store(workdirs["results"])
+    assert len(first) == 2 * 1 * 2
+    for column in ["dataset", "architecture", "architecture.width", "defense", "attack", "target", "seed",
+                   "training.epochs", "n_models", "train_accuracy", "test_accuracy", "auc", "balanced_accuracy",
+                   "tpr_at_fpr_0", "tpr_at_fpr_0.1pct", "tpr_at_fpr_1pct"]:
+        assert column in first.columns
+    assert first["auc"].between(0, 1).all() and first["test_accuracy"].gt(0.8).all()
+    assert "0 entirely from the cache" in capsys.readouterr().err
+
+    assert run_grid(tiny_grid, workdirs) == 0
+    assert "2 entirely from the cache" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(read_store(workdirs["results"]), first)
+
+
+@pytest.fixture
+def random_labels(monkeypatch):
+    """A dataset whose labels are coin flips: a model can only fit its members by memorising them, so the
+    LOSS attack must separate members from non-members far better than chance."""
+
+    def load() -> Dataset:
+        rng = np.random.default_rng(0)
+        return Dataset(rng.normal(size=(300, 10)).astype(np.float32), rng.integers(0, 2, 300), "classification", 2)
+
+    monkeypatch.setattr(DATASETS, "_components", dict(DATASETS._components))
+    DATASETS.register("random_labels", description="coin-flip labels (test only)")(load)
+
+
+def test_known_leakage_is_found(random_labels, tmp_path, workdirs):
+    grid = write_grid(tmp_path, {
+        **TINY_GRID, "datasets": ["random_labels"],
+        "architectures": [{"name": "mlp", "params": {"width": 256, "depth": 2}}],
+        "training": {"epochs": 150, "batch_size": 32, "lr": 0.003},
+    })
+    assert run_grid(grid, workdirs) == 0
+    rows = read_store(workdirs["results"])
+    assert rows["train_accuracy"].min() > 0.95 and rows["test_accuracy"].max() < 0.7
+    assert rows["auc"].min() > 0.8
+    assert rows["balanced_accuracy"].min() > 0.7
+
+
+def test_process_pool_gives_the_same_store(tiny_grid, tmp_path, workdirs):
+    assert run_grid(tiny_grid, workdirs) == 0
+    pooled = {"cache": tmp_path / "cache2", "results": tmp_path / "results2"}
+    assert run_grid(tiny_grid, pooled, "--workers", "2") == 0
+    # torch may pick other kernels with one thread per worker: equal up to float rounding
+    pd.testing.assert_frame_equal(read_store(pooled["results"]), read_store(workdirs["results"]), rtol=1e-4)
+
+
+def test_a_failing_cell_loses_nothing(tiny_grid, tmp_path, workdirs, monkeypatch, capsys):
+    assert run_grid(tiny_grid, workdirs) == 0
+    before = read_store(workdirs["results"])
+
+    def broken(data):
+        raise FloatingPointError("boom")
+
+    monkeypatch.setattr(ATTACKS, "_components", dict(ATTACKS._components))
+    ATTACKS.register("broken", description="always fails (test only)")(broken)
+    grid = write_grid(tmp_path, {**TINY_GRID, "attacks": ["loss", "broken"],
+                                 "architectures": ["logreg", {"name": "mlp", "params": {"width": 16, "depth": 1}},
+                                                   {"name": "mlp", "params": {"width": 8, "depth": 1}}]})
+    assert run_grid(grid, workdirs) == 1
+    err = capsys.readouterr().err
+    assert "3 failed" in err and "FloatingPointError: boom" in err and "Traceback" not in err
+    pd.testing.assert_frame_equal(read_store(workdirs["results"]), before)  # the old rows are intact
+
+
+def test_unwritable_results_folder_exits_2(tiny_grid, tmp_path, workdirs, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    workdirs["results"] = blocker / "results"
+    assert run_grid(tiny_grid, workdirs) == 2
+    assert "pass a writable folder with --results" in capsys.readouterr().err
+
+
+def _store_cells(results: Path) -> int:
+    try:
+        with sqlite3.connect(store_path(results)) as db:
+            return db.execute("SELECT COUNT(DISTINCT cell_key) FROM results").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_sigkill_midway_then_rerun_gives_the_uninterrupted_store(tmp_path):
+    grid = write_grid(tmp_path, {**TINY_GRID, "seeds": [0, 1, 2, 3], "training": {"epochs": 25, "batch_size": 16}})
+    n_cells = 8
+
+    def command(name: str) -> list[str]:
+        return [sys.executable, "-m", "bench", "grid", "--grid", str(grid), "--quiet",
+                "--cache-dir", str(tmp_path / name / "cache"), "--results", str(tmp_path / name / "results")]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command("clean"), check=True, env=env, capture_output=True)
+
+    killed = subprocess.Popen(command("killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _store_cells(tmp_path / "killed" / "results") < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert 2 <= _store_cells(tmp_path / "killed" / "results") < n_cells, "the kill did not land midway"
+
+    subprocess.run(command("killed"), check=True, env=env, capture_output=True)
+    pd.testing.assert_frame_equal(read_store(tmp_path / "killed" / "results"),
+                                  read_store(tmp_path / "clean" / "results"))
