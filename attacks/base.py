@@ -5,7 +5,7 @@ The target's membership is not in here: an attack cannot peek at the answer it i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,12 +24,19 @@ class AttackData:
         Released outputs of the ``R`` reference models on the same points ``[R, N, C]``.
     reference_keep
         Membership of the pool points in each reference model's training set ``[R, N]``.
+    population_target, population_references, population_labels
+        Outputs of the target ``[P, C]`` and of the references ``[R, P, C]`` on ``P`` population points drawn
+        from the same distribution and used to train none of the models (RMIA's ``z``), with their labels.
+        ``None`` when the audit has no population.
     """
 
     target: np.ndarray
     labels: np.ndarray
     references: np.ndarray
     reference_keep: np.ndarray
+    population_target: np.ndarray | None = None
+    population_references: np.ndarray | None = None
+    population_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -38,6 +45,31 @@ class AttackData:
                 f"inconsistent attack inputs: target {self.target.shape}, labels {self.labels.shape}, "
                 f"references {self.references.shape}, reference_keep {self.reference_keep.shape}"
             )
+        if self.population_target is not None:
+            p = len(self.population_labels)
+            if self.population_target.shape[0] != p or self.population_references.shape[:2] != (
+                len(self.references), p
+            ):
+                raise ValueError(
+                    f"inconsistent population: target {self.population_target.shape}, labels {p}, "
+                    f"references {self.population_references.shape}"
+                )
+
+    @property
+    def n_references(self) -> int:
+        return len(self.references)
+
+
+@dataclass(frozen=True)
+class AttackOutput:
+    """Scores and diagnostics of one attack run.
+
+    An attack returns either a score array ``[N]`` or an :class:`AttackOutput` whose ``info`` (numbers only,
+    e.g. how many points had no IN reference) becomes extra columns of the results store.
+    """
+
+    scores: np.ndarray
+    info: dict[str, float] = field(default_factory=dict)
 
 
 def true_class_loss(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:

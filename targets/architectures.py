@@ -18,7 +18,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 @ARCHITECTURES.register(
     "logreg",
     description="Multinomial logistic regression (one linear layer).",
-    inputs="vector",
+    accepts=("vector", "image"),
 )
 def logreg(input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), n_outputs))
@@ -33,7 +33,7 @@ def logreg(input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
         Param("activation", str, "relu", "hidden-layer non-linearity", choices=tuple(ACTIVATIONS)),
         Param("dropout", float, 0.0, "dropout rate after each hidden layer", low=0.0, high=1.0, high_inclusive=False),
     ],
-    inputs="vector",
+    accepts=("vector", "image"),
 )
 def mlp(
     input_shape: tuple[int, ...], n_outputs: int, depth: int, width: int, activation: str, dropout: float

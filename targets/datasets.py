@@ -37,7 +37,7 @@ def standardize(X: np.ndarray) -> np.ndarray:
     "breast_cancer",
     description="Wisconsin diagnostic breast cancer (569 tumours, 30 features, 2 classes; scikit-learn's bundled file).",
     task="classification",
-    input="tabular",
+    inputs="vector",
     size=569,
 )
 def breast_cancer() -> Dataset:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
+from torch.utils._pytree import tree_flatten, tree_map
 
 from bench.spec import derive_seed
 
@@ -69,17 +70,33 @@ class Ensemble:
     def _call(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.template, (params, buffers), (x,))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Inputs) -> torch.Tensor:
         """Training-mode outputs for per-model inputs ``x[M, B, ...]`` → ``[M, B, outputs]``."""
         self.template.train()
         return vmap(self._call, randomness="different")(self.params, self.buffers, x)
 
     @torch.no_grad()
-    def predict(self, X: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    def predict(self, X: Inputs, batch_size: int = 4096) -> torch.Tensor:
         """Evaluation-mode outputs of every model on shared inputs ``X[N, ...]`` → ``[M, N, outputs]``."""
         self.template.eval()
         run = vmap(self._call, in_dims=(0, 0, None), randomness="same")
-        return torch.cat([run(self.params, self.buffers, X[i : i + batch_size]) for i in range(0, len(X), batch_size)], 1)
+        chunks = range(0, n_records(X), batch_size)
+        return torch.cat([run(self.params, self.buffers, take(X, slice(i, i + batch_size))) for i in chunks], 1)
+
+
+Inputs = torch.Tensor | dict[str, torch.Tensor]
+"""Model inputs: one tensor, or a dict of tensors sharing their first dimension (e.g. a molecular graph's
+``atoms``, ``bonds`` and ``mask``), passed to the module's ``forward`` as it is."""
+
+
+def n_records(X: Inputs) -> int:
+    """Number of records (first dimension) of model inputs."""
+    return len(tree_flatten(X)[0][0])
+
+
+def take(X: Inputs, index: torch.Tensor | slice) -> Inputs:
+    """Rows ``index`` of every tensor of the inputs."""
+    return tree_map(lambda t: t[index], X)
 
 
 def minibatch_indices(keep: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -98,7 +115,7 @@ def minibatch_indices(keep: np.ndarray, batch_size: int, rng: np.random.Generato
 
 def train_ensemble(
     ensemble: Ensemble,
-    X: torch.Tensor,
+    X: Inputs,
     y: torch.Tensor,
     keep: np.ndarray,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -131,13 +148,14 @@ def train_ensemble(
         opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
     rng = np.random.default_rng(derive_seed(seed, "minibatches"))
     history = np.zeros((epochs, ensemble.n_models), dtype=np.float32)
-    with torch.random.fork_rng(devices=[X.device] if X.device.type == "cuda" else []):
+    device = y.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(derive_seed(seed, "dropout"))
         for epoch in range(epochs):
-            batches = torch.from_numpy(minibatch_indices(keep, batch_size, rng)).to(X.device)
-            total = torch.zeros(ensemble.n_models, device=X.device)
+            batches = torch.from_numpy(minibatch_indices(keep, batch_size, rng)).to(device)
+            total = torch.zeros(ensemble.n_models, device=device)
             for idx in batches:
-                losses = loss_fn(ensemble.forward(X[idx]), y[idx])
+                losses = loss_fn(ensemble.forward(take(X, idx)), y[idx])
                 opt.zero_grad(set_to_none=True)
                 losses.sum().backward()  # models share no parameters: each gets its own gradient
                 opt.step()
