@@ -12,6 +12,7 @@ from bench.registry import ATTACKS
     "loss",
     description="Negative cross-entropy loss of the target on each point (Yeom et al. 2018); needs no references.",
     needs="probabilities",
+    tasks=("classification",),
 )
 def loss_attack(data: AttackData) -> np.ndarray:
     """Score = −loss(x) = log p_y(x), from the released log-probabilities."""

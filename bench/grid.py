@@ -151,7 +151,37 @@ def expand_grid(raw: Any, path: Path) -> Grid:
     kept = _apply_excludes(cells, raw.get("exclude") or [], where)
     if not kept:
         raise BenchError(f"{where}: every cell is excluded; loosen the `exclude` rules")
+    for cell in kept:
+        check_compatible(cell, where)
     return Grid(str(raw.get("name") or path.stem), path, tuple(kept), len(cells) - len(kept))
+
+
+def dataset_facts(spec: ComponentSpec) -> tuple[str, str]:
+    """The task and input kind of a dataset with these parameters, from its registration tags."""
+    tags = DATASETS.get(spec.name).tags
+    facts = []
+    for tag, default in (("task", "classification"), ("inputs", "vector")):
+        value = tags.get(tag, default)
+        facts.append(value(spec.kwargs) if callable(value) else value)
+    return facts[0], facts[1]
+
+
+def check_compatible(cell: Cell, where: str) -> None:
+    """Refuse, before anything runs, a cell whose architecture or attacks cannot handle its dataset."""
+    task, inputs = dataset_facts(cell.dataset)
+    accepts = ARCHITECTURES.get(cell.architecture.name).tags.get("accepts", ("vector",))
+    if inputs not in accepts:
+        raise BenchError(
+            f"{where}: architecture {cell.architecture.name!r} takes {' or '.join(accepts)} inputs but dataset "
+            f"{cell.dataset.label()} gives {inputs} inputs; exclude the pair or pick another architecture"
+        )
+    for attack in cell.attacks:
+        tasks = ATTACKS.get(attack.name).tags.get("tasks", ("classification",))
+        if task not in tasks:
+            raise BenchError(
+                f"{where}: attack {attack.name!r} supports {' and '.join(tasks)} only, but dataset "
+                f"{cell.dataset.label()} is {task}; remove the attack or the dataset from the grid"
+            )
 
 
 def _component_axis(entries: Any, registry: Registry, where: str) -> list[ComponentSpec]:

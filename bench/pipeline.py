@@ -16,15 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.base import AttackData
+from attacks.base import AttackData, AttackOutput
 from bench.cache import Cache, stage_key
 from bench.errors import BenchError
 from bench.metrics import attack_metrics, best_threshold
 from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
 from bench.spec import Cell, ComponentSpec, derive_seed
 from targets.datasets import Dataset
-from targets.ensemble import Ensemble, train_ensemble
+from targets.ensemble import Ensemble, Inputs, train_ensemble
 from targets.membership import membership_matrix, split_pool_test
+
+INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "X/bonds", ...
 
 STAGE_VERSIONS = {"features": 1, "split": 1, "models": 1, "observations": 1, "scores": 1, "metrics": 1}
 
@@ -117,11 +119,23 @@ class CellRun:
         def compute() -> dict[str, np.ndarray]:
             spec = self.cell.dataset
             dataset: Dataset = DATASETS.get(spec.name).obj(**spec.kwargs)
+            X = dataset.X if isinstance(dataset.X, dict) else {"": dataset.X}
             return {
-                "X": dataset.X, "y": dataset.y, "task": np.array(dataset.task), "n_classes": np.array(dataset.n_classes)
+                **{f"X{INPUT_SEP}{k}" if k else "X": v for k, v in X.items()},
+                "y": dataset.y, "task": np.array(dataset.task), "n_classes": np.array(dataset.n_classes),
             }
 
         return self._stage("features", self.features_key, "arrays", compute, self.cell.dataset.as_dict())
+
+    def inputs(self, index: np.ndarray | None = None) -> Inputs:
+        """The model inputs of the records ``index`` (all if None) as tensors on the device."""
+        f = self.features()
+        select = (lambda a: a) if index is None else (lambda a: a[index])
+        if "X" in f:
+            return torch.as_tensor(select(f["X"]), device=self.device)
+        prefix = f"X{INPUT_SEP}"
+        return {k[len(prefix):]: torch.as_tensor(select(v), device=self.device) for k, v in f.items()
+                if k.startswith(prefix)}
 
     def split(self) -> dict[str, np.ndarray]:
         def compute() -> dict[str, np.ndarray]:
@@ -144,13 +158,14 @@ class CellRun:
     def _factory(self, features: Mapping[str, np.ndarray]):
         spec = self.cell.architecture
         build = ARCHITECTURES.get(spec.name).obj
-        input_shape, n_outputs = tuple(features["X"].shape[1:]), int(features["n_classes"])
-        return lambda: build(input_shape, n_outputs, **spec.kwargs)
+        X = self.inputs(np.arange(1))
+        input_shape = {k: tuple(v.shape[1:]) for k, v in X.items()} if isinstance(X, dict) else tuple(X.shape[1:])
+        return lambda: build(input_shape, int(features["n_classes"]), **spec.kwargs)
 
     def models(self) -> dict[str, torch.Tensor]:
         def compute() -> dict[str, torch.Tensor]:
             f, s = self.features(), self.split()
-            X = torch.as_tensor(f["X"][s["pool"]], device=self.device)
+            X = self.inputs(s["pool"])
             y = torch.as_tensor(f["y"][s["pool"]], device=self.device)
             ensemble = Ensemble.initialise(
                 self._factory(f), self.protocol["n_models"], derive_seed(self.cell.seed, "models"), self.device
@@ -168,8 +183,7 @@ class CellRun:
             f, s = self.features(), self.split()
             state = {k: v for k, v in self.models().items() if not k.startswith("history.")}
             ensemble = Ensemble.from_state(self._factory(f), state, self.device)
-            X = torch.as_tensor(f["X"], device=self.device)
-            log_probs = torch.log_softmax(ensemble.predict(X).double(), dim=-1).float().cpu().numpy()
+            log_probs = torch.log_softmax(ensemble.predict(self.inputs()).double(), dim=-1).float().cpu().numpy()
             predicted = log_probs.argmax(-1)
             y = f["y"]
             correct = predicted == y[None, :]
@@ -191,27 +205,37 @@ class CellRun:
         m = self.protocol["n_models"]
         return [(target + 1 + i) % m for i in range(self.protocol["calibration_models"])]
 
-    def _attack(self, attack: ComponentSpec, target: int, excluded: set[int]) -> np.ndarray:
-        obs, keep, labels = self.observations(), self.split()["keep"], self.features()["y"][self.split()["pool"]]
-        refs = [m for m in range(len(keep)) if m != target and m not in excluded]
-        data = AttackData(obs["pool"][target], labels, obs["pool"][refs], keep[refs])
-        scores = np.asarray(ATTACKS.get(attack.name).obj(data, **attack.kwargs), dtype=np.float64)
-        if scores.shape != labels.shape or np.isnan(scores).any():
+    def _attack(self, attack: ComponentSpec, target: int, excluded: set[int]) -> AttackOutput:
+        """Run one attack against model ``target``, the other models (less ``excluded``) as references."""
+        obs, s, y = self.observations(), self.split(), self.features()["y"]
+        refs = [m for m in range(len(s["keep"])) if m != target and m not in excluded]
+        data = AttackData(
+            obs["pool"][target], y[s["pool"]], obs["pool"][refs], s["keep"][refs],
+            population_target=obs["test"][target], population_references=obs["test"][refs],
+            population_labels=y[s["test"]],
+        )
+        out = ATTACKS.get(attack.name).obj(data, **attack.kwargs)
+        out = out if isinstance(out, AttackOutput) else AttackOutput(out)
+        scores = np.asarray(out.scores, dtype=np.float64)
+        if scores.shape != data.labels.shape or np.isnan(scores).any():
             raise RuntimeError(
                 f"attack {attack.label()} returned scores of shape {scores.shape} with "
-                f"{int(np.isnan(scores).sum()) if scores.shape == labels.shape else '?'} NaN; expected {labels.shape}"
+                f"{int(np.isnan(scores).sum()) if scores.shape == data.labels.shape else '?'} NaN; "
+                f"expected {data.labels.shape} finite scores"
             )
-        return scores
+        return AttackOutput(scores, dict(out.info))
 
     def scores(self, attack: ComponentSpec, target: int) -> dict[str, np.ndarray]:
-        """The target's scores, and each calibration model's scores when it is audited in the target's place
-        (with the target left out of its references)."""
+        """The target's scores and diagnostics (``info/<name>``), and each calibration model's scores when it
+        is audited in the target's place (with the target left out of its references)."""
 
         def compute() -> dict[str, np.ndarray]:
-            calibration = self.calibration_models(target)
+            out = self._attack(attack, target, excluded=set())
+            calibration = [self._attack(attack, r, excluded={target}).scores for r in self.calibration_models(target)]
             return {
-                "target": self._attack(attack, target, excluded=set()),
-                "calibration": np.stack([self._attack(attack, r, excluded={target}) for r in calibration]),
+                "target": out.scores,
+                "calibration": np.stack(calibration),
+                **{f"info/{k}": np.array(v, dtype=np.float64) for k, v in out.info.items()},
             }
 
         return self._stage(
@@ -229,6 +253,7 @@ class CellRun:
                 "train_accuracy": float(obs["train_accuracy"][target]),
                 "test_accuracy": float(obs["test_accuracy"][target]),
                 **attack_metrics(sc["target"], keep[target], threshold).as_row(),
+                **{k.split("/", 1)[1]: float(v) for k, v in sc.items() if k.startswith("info/")},
             }
 
         return self._stage(
