@@ -76,3 +76,31 @@ def test_state_roundtrip_and_predict_shape():
     out = again.predict(X, batch_size=7)
     assert out.shape == (4, len(X), 3)
     torch.testing.assert_close(out, ens.predict(X))
+
+
+class DictInputs(torch.nn.Module):
+    """A model reading dict-shaped inputs (as graph models do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 2), torch.nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.a(x["left"]) + self.b(x["right"])
+
+
+def test_dict_inputs_train_and_predict():
+    g = torch.Generator().manual_seed(0)
+    X = {"left": torch.randn(40, 4, generator=g), "right": torch.randn(40, 3, generator=g)}
+    y = (X["left"][:, 0] > 0).long()
+    keep = membership_matrix(2, 40, seed=0)
+    ens = Ensemble.initialise(DictInputs, 2, seed=0)
+    history = train_ensemble(ens, X, y, keep, Defense().loss, epochs=20, batch_size=8, lr=0.05,
+                             optimizer="adam", momentum=0.0, seed=0)
+    assert history[-1].max() < history[0].min()
+    out = ens.predict(X, batch_size=16)
+    assert out.shape == (2, 40, 2)
+    for m in range(2):
+        model = DictInputs()
+        model.load_state_dict({k: v[m] for k, v in ens.params.items()})
+        torch.testing.assert_close(out[m], model(X), rtol=1e-5, atol=1e-6)

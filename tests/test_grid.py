@@ -95,3 +95,26 @@ def test_dry_run_prints_cells_and_count_and_runs_nothing(tiny_grid, workdirs, ca
     out = capsys.readouterr().out
     assert code == 0 and "2 cells in grid 'tiny'" in out and "breast_cancer / logreg / none / seed=0" in out
     assert not workdirs["cache"].exists() and not workdirs["results"].exists()
+
+
+@pytest.fixture
+def extra_datasets(monkeypatch):
+    from bench.registry import DATASETS
+
+    monkeypatch.setattr(DATASETS, "_components", dict(DATASETS._components))
+    DATASETS.register("reg_only", description="test", task="regression")(lambda: None)
+    DATASETS.register(
+        "mols", description="test", params=[], inputs=lambda p: "graph"
+    )(lambda: None)
+
+
+def test_an_attack_that_does_not_fit_the_task_is_refused_at_load(tmp_path, extra_datasets):
+    path = grid_with(tmp_path, datasets=["reg_only"], architectures=["mlp"])
+    with pytest.raises(BenchError, match="attack 'loss' supports classification only, but dataset reg_only is regression"):
+        load_grid(str(path))
+
+
+def test_an_architecture_that_cannot_read_the_inputs_is_refused_at_load(tmp_path, extra_datasets):
+    path = grid_with(tmp_path, datasets=["mols"], architectures=["mlp"])
+    with pytest.raises(BenchError, match="architecture 'mlp' takes vector or image inputs but dataset mols gives graph"):
+        load_grid(str(path))
