@@ -109,7 +109,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     summary = execute(
         grid.cells,
-        lambda result: store.write_cell([{**row, "grid": grid.name} for row in result.rows]),
+        lambda result: store.write_cell([{**row, "grid": grid.name} for row in result.rows], result.samples),
         cache_dir=str(cache.root), force=args.force, device=device, workers=args.workers,
         progress=not args.quiet,
     )

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from attacks.base import AttackData, AttackOutput
@@ -33,10 +34,11 @@ STAGE_VERSIONS = {"features": 1, "split": 1, "models": 1, "observations": 1, "sc
 
 @dataclass(frozen=True)
 class CellResult:
-    """The store rows of one cell and whether the cell was read entirely from the cache."""
+    """The store rows and per-record samples of one cell, and whether it was read entirely from the cache."""
 
     cell: Cell
     rows: list[dict[str, Any]]
+    samples: pd.DataFrame
     cached: bool
 
 
@@ -264,7 +266,7 @@ class CellRun:
     def run(self) -> CellResult:
         """Every (attack, target) row of the cell, computing only the stages missing from the cache."""
         computed_before = sum(self.cache.misses.values())
-        rows = []
+        rows, samples = [], []
         for attack in self.cell.attacks:
             for target in range(self.protocol["n_targets"]):
                 row = {**self.cell.columns(), "cell": self.cell.label, "attack": attack.name}
@@ -273,7 +275,18 @@ class CellRun:
                 row["target"] = target
                 row.update(self.metrics(attack, target))
                 rows.append(row)
-        return CellResult(self.cell, rows, cached=sum(self.cache.misses.values()) == computed_before)
+                samples.append(self._samples(attack, target))
+        cached = sum(self.cache.misses.values()) == computed_before
+        return CellResult(self.cell, rows, pd.concat(samples, ignore_index=True), cached)
+
+    def _samples(self, attack: ComponentSpec, target: int) -> pd.DataFrame:
+        """One row per audited record: its index in the dataset, label, membership and score."""
+        s = self.split()
+        return pd.DataFrame({
+            "cell_key": self.cell.key, "attack_key": attack.label(), "target": target, "record": s["pool"],
+            "label": self.features()["y"][s["pool"]].astype(np.float64), "member": s["keep"][target],
+            "score": self.scores(attack, target)["target"],
+        })
 
 
 def run_cell(cell: Cell, cache_dir: str, force: bool, device: str) -> CellResult:

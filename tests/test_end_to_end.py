@@ -16,7 +16,8 @@ import pytest
 
 from bench.cli import main
 from bench.registry import ATTACKS, DATASETS
-from bench.store import read_store, store_path
+from bench.metrics import auc
+from bench.store import read_samples, read_store, store_path
 from targets.datasets import Dataset
 from tests.conftest import TINY_GRID, write_grid
 
@@ -36,6 +37,15 @@ def test_grid_writes_one_row_per_cell_attack_target_and_rerun_is_cached(tiny_gri
         assert column in first.columns
     assert first["auc"].between(0, 1).all() and first["test_accuracy"].gt(0.8).all()
     assert "0 entirely from the cache" in capsys.readouterr().err
+
+    samples = read_samples(workdirs["results"])
+    pool = first["n_members"] + first["n_nonmembers"]
+    assert len(samples) == pool.sum()
+    for (cell_key, attack_key, target), group in samples.groupby(["cell_key", "attack_key", "target"]):
+        row = first[(first.cell_key == cell_key) & (first.attack_key == attack_key) & (first.target == target)]
+        assert group["member"].sum() == row["n_members"].item()
+        assert auc(group["score"].to_numpy(), group["member"].to_numpy()) == pytest.approx(row["auc"].item())
+        assert group["record"].is_unique
 
     assert run_grid(tiny_grid, workdirs) == 0
     assert "2 entirely from the cache" in capsys.readouterr().err
