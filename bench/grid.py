@@ -41,6 +41,8 @@ TRAINING_PARAMS = (
     Param("lr", float, 1e-3, "learning rate", low=0.0, low_inclusive=False, high=10.0),
     Param("optimizer", str, "adam", "optimizer of every model", choices=("adam", "sgd")),
     Param("momentum", float, 0.9, "SGD momentum (ignored by adam)", low=0.0, high=1.0, high_inclusive=False),
+    Param("engine", str, "ensemble", "train the M models stacked with vmap ('ensemble') or one by one ('loop')",
+          choices=("ensemble", "loop")),
 )
 
 PROTOCOL_PARAMS = (

@@ -24,7 +24,7 @@ from bench.metrics import attack_metrics, best_threshold
 from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
 from bench.spec import Cell, ComponentSpec, derive_seed
 from targets.datasets import Dataset
-from targets.ensemble import Ensemble, Inputs, train_ensemble
+from targets.ensemble import ENGINES, Ensemble, Inputs
 from targets.membership import membership_matrix, split_pool_test
 
 INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "X/bonds", ...
@@ -172,9 +172,10 @@ class CellRun:
             ensemble = Ensemble.initialise(
                 self._factory(f), self.protocol["n_models"], derive_seed(self.cell.seed, "models"), self.device
             )
-            history = train_ensemble(
-                ensemble, X, y, s["keep"], self.defense.loss, seed=derive_seed(self.cell.seed, "training"),
-                **self.cell.training_params,
+            training = self.cell.training_params
+            train = ENGINES[training.pop("engine")]
+            history = train(
+                ensemble, X, y, s["keep"], self.defense.loss, seed=derive_seed(self.cell.seed, "training"), **training
             )
             return {**ensemble.state(), "history.loss": torch.from_numpy(history)}
 

@@ -113,6 +113,17 @@ def minibatch_indices(keep: np.ndarray, batch_size: int, rng: np.random.Generato
     return batches.reshape(len(members), steps, batch_size).transpose(1, 0, 2)
 
 
+def _optimizer(params: list[torch.Tensor], optimizer: str, lr: float, momentum: float) -> torch.optim.Optimizer:
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum)
+
+
+def _epochs_of_minibatches(keep: np.ndarray, batch_size: int, epochs: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(derive_seed(seed, "minibatches"))
+    return [minibatch_indices(keep, batch_size, rng) for _ in range(epochs)]
+
+
 def train_ensemble(
     ensemble: Ensemble,
     X: Inputs,
@@ -127,12 +138,13 @@ def train_ensemble(
     momentum: float,
     seed: int,
 ) -> np.ndarray:
-    """Train every model of ``ensemble`` on its own members of the pool ``(X, y)``.
+    """Train every model of ``ensemble`` on its own members of the pool ``(X, y)``, all in one computation.
 
     Parameters
     ----------
     loss_fn
-        Maps outputs ``[M, B, C]`` and labels ``[M, B]`` to one mean loss per model ``[M]``.
+        Maps outputs ``[M, B, C]`` and labels ``[M, B]`` to one mean loss per model ``[M]``. The step
+        minimises their sum: the models share no parameter, so each gets exactly its own gradient.
     seed
         Seeds the minibatch order (NumPy) and dropout (torch) of this training run.
 
@@ -141,24 +153,68 @@ def train_ensemble(
     numpy.ndarray
         Mean training loss per epoch and model, ``[epochs, M]``.
     """
-    params = list(ensemble.params.values())
-    if optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr)
-    else:
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
-    rng = np.random.default_rng(derive_seed(seed, "minibatches"))
+    opt = _optimizer(list(ensemble.params.values()), optimizer, lr, momentum)
     history = np.zeros((epochs, ensemble.n_models), dtype=np.float32)
     device = y.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(derive_seed(seed, "dropout"))
-        for epoch in range(epochs):
-            batches = torch.from_numpy(minibatch_indices(keep, batch_size, rng)).to(device)
+        for epoch, batches in enumerate(_epochs_of_minibatches(keep, batch_size, epochs, seed)):
             total = torch.zeros(ensemble.n_models, device=device)
-            for idx in batches:
+            for idx in torch.from_numpy(batches).to(device):
                 losses = loss_fn(ensemble.forward(take(X, idx)), y[idx])
                 opt.zero_grad(set_to_none=True)
-                losses.sum().backward()  # models share no parameters: each gets its own gradient
+                losses.sum().backward()
                 opt.step()
                 total += losses.detach()
             history[epoch] = (total / len(batches)).cpu().numpy()
     return history
+
+
+def train_loop(
+    ensemble: Ensemble,
+    X: Inputs,
+    y: torch.Tensor,
+    keep: np.ndarray,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str,
+    momentum: float,
+    seed: int,
+) -> np.ndarray:
+    """The reference implementation of :func:`train_ensemble`: the same work, one model after the other.
+
+    Same initialisation, minibatches and optimizer; only dropout masks differ (they are drawn per model
+    instead of for the stack). Used to check the ensemble path and as the fallback for models that cannot
+    be stacked.
+    """
+    history = np.zeros((epochs, ensemble.n_models), dtype=np.float32)
+    device = y.device
+    all_batches = [torch.from_numpy(b).to(device) for b in _epochs_of_minibatches(keep, batch_size, epochs, seed)]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(derive_seed(seed, "dropout"))
+        ensemble.template.train()
+        for m in range(ensemble.n_models):
+            params = {k: v[m].detach().clone().requires_grad_(True) for k, v in ensemble.params.items()}
+            buffers = {k: v[m] for k, v in ensemble.buffers.items()}
+            opt = _optimizer(list(params.values()), optimizer, lr, momentum)
+            for epoch, batches in enumerate(all_batches):
+                total = 0.0
+                for idx in batches[:, m]:
+                    outputs = functional_call(ensemble.template, (params, buffers), (take(X, idx),))
+                    loss = loss_fn(outputs[None], y[idx][None])[0]
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += loss.item()
+                history[epoch, m] = total / len(batches)
+            with torch.no_grad():
+                for k, v in params.items():
+                    ensemble.params[k][m] = v
+    return history
+
+
+#: How the M models of a cell are trained (the ``engine`` training setting).
+ENGINES: dict[str, Callable[..., np.ndarray]] = {"ensemble": train_ensemble, "loop": train_loop}
