@@ -121,3 +121,90 @@ def attack_metrics(scores: np.ndarray, membership: np.ndarray, threshold: float)
         n_members=int(membership.sum()),
         n_nonmembers=int((~membership).sum()),
     )
+
+
+# --- uncertainty, empirical privacy, per-class slices ------------------------------------------------------
+
+
+def bootstrap_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values`` (one value per target model)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    if len(values) == 1:
+        return float(values[0]), float(values[0])
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def clopper_pearson(successes: np.ndarray, trials: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Exact two-sided ``1 - alpha`` binomial confidence interval (Clopper & Pearson 1934)."""
+    from scipy.stats import beta
+
+    k, n = np.asarray(successes, dtype=np.float64), np.asarray(trials, dtype=np.float64)
+    low = np.where(k > 0, beta.ppf(alpha / 2, k, n - k + 1), 0.0)
+    high = np.where(k < n, beta.ppf(1 - alpha / 2, k + 1, n - k), 1.0)
+    return low, high
+
+
+def epsilon_lower_bound(
+    tp: np.ndarray, n_members: int, fp: np.ndarray, n_nonmembers: int, delta: float = 1e-5, alpha: float = 0.05
+) -> np.ndarray:
+    """Lower bound on ε that an attack with these counts proves, with confidence ``1 - alpha``.
+
+    An (ε, δ)-DP mechanism forces every membership test to satisfy TPR ≤ e^ε·FPR + δ and
+    1 − FPR ≤ e^ε·(1 − TPR) + δ (Kairouz et al. 2015), hence
+    ε ≥ max(log((TPR − δ)/FPR), log((1 − FPR − δ)/(1 − TPR))). The rates are replaced by their Clopper–Pearson
+    bounds (TPR low, FPR high) so the bound holds with the stated confidence (Jagielski et al. 2020).
+    Returns 0 where the counts prove nothing.
+    """
+    tpr_low, _ = clopper_pearson(tp, np.full_like(np.asarray(tp, dtype=float), n_members), alpha)
+    _, fpr_high = clopper_pearson(fp, np.full_like(np.asarray(fp, dtype=float), n_nonmembers), alpha)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        first = np.log(np.maximum(tpr_low - delta, 0) / fpr_high)
+        second = np.log(np.maximum(1 - fpr_high - delta, 0) / (1 - tpr_low))
+    bound = np.nan_to_num(np.maximum(first, second), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.maximum(bound, 0.0)
+
+
+def epsilon_threshold(scores: np.ndarray, membership: np.ndarray, delta: float = 1e-5) -> float:
+    """The threshold at which reference audits prove the largest ε (to be reused on the target)."""
+    fpr, tpr, thresholds = roc_curve(scores, membership)
+    n_pos, n_neg = int(np.sum(membership)), int(np.size(membership) - np.sum(membership))
+    bounds = epsilon_lower_bound(np.round(tpr * n_pos), n_pos, np.round(fpr * n_neg), n_neg, delta)
+    return float(thresholds[int(np.argmax(bounds))])
+
+
+def epsilon_at_threshold(scores: np.ndarray, membership: np.ndarray, threshold: float, delta: float = 1e-5) -> float:
+    """The ε lower bound proven by the rule "member if score >= threshold" on a target's audit."""
+    scores, membership = _check(scores, membership)
+    flagged = scores >= threshold
+    return float(epsilon_lower_bound(
+        np.array([flagged[membership].sum()]), int(membership.sum()),
+        np.array([flagged[~membership].sum()]), int((~membership).sum()), delta,
+    )[0])
+
+
+def per_class_metrics(scores: np.ndarray, membership: np.ndarray, labels: np.ndarray) -> list[dict[str, float]]:
+    """AUC and TPR at FPR = 0 of each class's records, with class sizes; a class whose share of the audited
+    records is below the uniform share 1/C is flagged as a minority class."""
+    scores, membership = _check(scores, membership)
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    out = []
+    for cls, count in zip(classes, counts):
+        sel = labels == cls
+        both = 0 < membership[sel].sum() < sel.sum()
+        out.append({
+            "label": cls.item(),
+            "n": int(count),
+            "n_members": int(membership[sel].sum()),
+            "share": float(count / len(labels)),
+            "minority": bool(count / len(labels) < 1 / len(classes)),
+            "auc": auc(scores[sel], membership[sel]) if both else float("nan"),
+            "tpr_at_fpr_0": tpr_at_fpr(scores[sel], membership[sel], 0.0) if both else float("nan"),
+        })
+    return out

@@ -20,7 +20,7 @@ import torch
 from attacks.base import AttackData, AttackOutput
 from bench.cache import Cache, stage_key
 from bench.errors import BenchError
-from bench.metrics import attack_metrics, best_threshold
+from bench.metrics import attack_metrics, best_threshold, epsilon_at_threshold, epsilon_threshold
 from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
 from bench.spec import Cell, ComponentSpec, derive_seed
 from targets.datasets import Dataset
@@ -29,7 +29,10 @@ from targets.membership import membership_matrix, split_pool_test
 
 INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "X/bonds", ...
 
-STAGE_VERSIONS = {"features": 1, "split": 1, "models": 1, "observations": 1, "scores": 1, "metrics": 1}
+STAGE_VERSIONS = {"features": 1, "split": 1, "models": 1, "observations": 1, "scores": 1, "metrics": 2}
+
+#: δ of the empirical ε lower bound (95 % Clopper–Pearson) stored for every attack.
+EPSILON_DELTA = 1e-5
 
 
 @dataclass(frozen=True)
@@ -250,12 +253,16 @@ class CellRun:
         def compute() -> dict[str, Any]:
             keep = self.split()["keep"]
             sc = self.scores(attack, target)
-            threshold = best_threshold(sc["calibration"].ravel(), keep[self.calibration_models(target)].ravel())
+            reference_scores = sc["calibration"].ravel()
+            reference_membership = keep[self.calibration_models(target)].ravel()
+            threshold = best_threshold(reference_scores, reference_membership)
+            eps_threshold = epsilon_threshold(reference_scores, reference_membership, EPSILON_DELTA)
             obs = self.observations()
             return {
                 "train_accuracy": float(obs["train_accuracy"][target]),
                 "test_accuracy": float(obs["test_accuracy"][target]),
                 **attack_metrics(sc["target"], keep[target], threshold).as_row(),
+                "epsilon_lower_bound": epsilon_at_threshold(sc["target"], keep[target], eps_threshold, EPSILON_DELTA),
                 **{k.split("/", 1)[1]: float(v) for k, v in sc.items() if k.startswith("info/")},
             }
 

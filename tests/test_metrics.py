@@ -3,7 +3,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.metrics import attack_metrics, auc, balanced_accuracy, best_threshold, roc_curve, tpr_at_fpr
+from bench.metrics import (
+    attack_metrics,
+    auc,
+    balanced_accuracy,
+    best_threshold,
+    bootstrap_ci,
+    clopper_pearson,
+    epsilon_at_threshold,
+    epsilon_lower_bound,
+    epsilon_threshold,
+    per_class_metrics,
+    roc_curve,
+    tpr_at_fpr,
+)
 
 # members score 0.9, 0.8, 0.7; non-members 0.8 (a tie with a member), 0.6, 0.5
 SCORES = np.array([0.9, 0.8, 0.8, 0.7, 0.6, 0.5])
@@ -91,3 +104,51 @@ def test_against_a_brute_force_reference(data, max_fpr):
         best_balanced = max(best_balanced, (tpr + 1 - fpr) / 2)
     assert tpr_at_fpr(scores, members, max_fpr) == pytest.approx(best_tpr)
     assert balanced_accuracy(scores, members, best_threshold(scores, members)) == pytest.approx(best_balanced)
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
+    values = np.array([0.50, 0.55, 0.60, 0.52, 0.58])
+    low, high = bootstrap_ci(values)
+    assert low < values.mean() < high and low >= values.min() and high <= values.max()
+    assert bootstrap_ci(values) == (low, high)
+    narrow = bootstrap_ci(np.tile(values, 20))
+    assert narrow[1] - narrow[0] < high - low
+    assert bootstrap_ci(np.array([0.7])) == (0.7, 0.7)
+
+
+def test_clopper_pearson_known_values():
+    low, high = clopper_pearson(np.array([0, 5, 10]), np.array([10, 10, 10]))
+    np.testing.assert_allclose(low, [0.0, 0.187086, 0.025 ** (1 / 10)], atol=1e-6)
+    np.testing.assert_allclose(high, [1 - 0.025 ** (1 / 10), 0.812914, 1.0], atol=1e-6)
+
+
+def test_epsilon_lower_bound_closed_form():
+    n = 10**8  # so many trials that the Clopper-Pearson bounds equal the rates
+    eps = epsilon_lower_bound(np.array([0.5 * n]), n, np.array([0.05 * n]), n, delta=0.0)
+    assert eps[0] == pytest.approx(np.log(0.5 / 0.05), rel=1e-3)
+    eps = epsilon_lower_bound(np.array([0.99 * n]), n, np.array([0.5 * n]), n, delta=0.0)
+    assert eps[0] == pytest.approx(np.log(0.5 / 0.01), rel=1e-3)  # the second inequality binds
+    assert epsilon_lower_bound(np.array([0.3 * n]), n, np.array([0.3 * n]), n)[0] == 0.0  # a random guess proves nothing
+    # few trials: the confidence interval makes the bound smaller than the point estimate
+    few = epsilon_lower_bound(np.array([50]), 100, np.array([5]), 100, delta=0.0)[0]
+    assert 0 < few < np.log(0.5 / 0.05)
+
+
+def test_epsilon_threshold_transfers_to_the_target():
+    members = np.r_[np.ones(500, bool), np.zeros(500, bool)]
+    scores = np.r_[np.linspace(1, 2, 500), np.linspace(0, 1.2, 500)]  # members overlap non-members on [1, 1.2]
+    t = epsilon_threshold(scores, members)
+    best = epsilon_at_threshold(scores, members, t)
+    others = [epsilon_at_threshold(scores, members, u) for u in np.linspace(0, 2, 41)]
+    assert best >= max(others) - 1e-12 and best > 2.0
+    assert epsilon_at_threshold(scores, members, np.inf) == 0.0
+
+
+def test_per_class_slices_flag_the_minority():
+    labels = np.array([0] * 8 + [1] * 4)
+    members = np.array([1, 0] * 4 + [1, 1, 0, 0], dtype=bool)
+    scores = np.r_[np.array([1, 0] * 4, float), np.array([0, 0, 1, 1], float)]
+    major, minor = per_class_metrics(scores, members, labels)
+    assert (major["n"], major["n_members"], major["minority"], major["auc"]) == (8, 4, False, 1.0)
+    assert (minor["n"], minor["minority"], minor["auc"], minor["tpr_at_fpr_0"]) == (4, True, 0.0, 0.0)
+    assert major["share"] == pytest.approx(2 / 3)
