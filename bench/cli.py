@@ -119,7 +119,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         f"in {elapsed:.1f} s; results in {store.path}",
         file=sys.stderr,
     )
-    for cell, exc in summary.failures:
+    for _, exc in summary.failures:
         print(f"error: {exc}", file=sys.stderr)
     if any(isinstance(exc, BenchError) for _, exc in summary.failures):
         return 2

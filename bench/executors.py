@@ -71,7 +71,9 @@ def execute(
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+            with ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_init_worker, initargs=(threads,)
+            ) as pool:
                 futures = {pool.submit(run_cell, cell, cache_dir, force, device): cell for cell in cells}
                 for future in as_completed(futures):
                     try:

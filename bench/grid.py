@@ -131,7 +131,9 @@ def expand_grid(raw: Any, path: Path) -> Grid:
             )
     for key in REQUIRED_KEYS:
         if not raw.get(key):
-            raise BenchError(f"grid {path}: {key!r} is missing or empty; list at least one of `python -m bench list {key}`")
+            raise BenchError(
+                f"grid {path}: {key!r} is missing or empty; list at least one of `python -m bench list {key}`"
+            )
 
     where = f"grid {path}"
     axes = {key: _component_axis(raw[key], registry, f"{where}: {key}") for key, registry in AXES.items()}
@@ -227,7 +229,8 @@ def _sweep(params: Iterable[Param], given: Any, where: str) -> list[dict[str, An
             choices.append(value)
         else:
             choices.append([value])
-    return [validate_params(params, dict(zip(names, combo)), where) for combo in itertools.product(*choices)]
+    combos = itertools.product(*choices)
+    return [validate_params(params, dict(zip(names, combo, strict=True)), where) for combo in combos]
 
 
 def _check_protocol(proto: Mapping[str, Any], where: str) -> None:
@@ -270,4 +273,4 @@ def _apply_excludes(cells: list[Cell], rules: Any, where: str) -> list[Cell]:
                 return False
         return True
 
-    return [cell for cell, cols in zip(cells, columns) if not any(matches(rule, cols) for rule in rules)]
+    return [cell for cell, cols in zip(cells, columns, strict=True) if not any(matches(rule, cols) for rule in rules)]

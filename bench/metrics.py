@@ -195,7 +195,7 @@ def per_class_metrics(scores: np.ndarray, membership: np.ndarray, labels: np.nda
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
     out = []
-    for cls, count in zip(classes, counts):
+    for cls, count in zip(classes, counts, strict=True):
         sel = labels == cls
         both = 0 < membership[sel].sum() < sel.sum()
         out.append({

@@ -17,10 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from attacks.base import AttackData, AttackOutput
+from bench.audit import Audit, calibration_models, score_target, target_metrics
 from bench.cache import Cache, stage_key
 from bench.errors import BenchError
-from bench.metrics import attack_metrics, best_threshold, epsilon_at_threshold, epsilon_threshold
 from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
 from bench.spec import Cell, ComponentSpec, derive_seed
 from targets.datasets import Dataset
@@ -31,8 +30,6 @@ INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "
 
 STAGE_VERSIONS = {"features": 1, "split": 1, "models": 1, "observations": 1, "scores": 1, "metrics": 2}
 
-#: δ of the empirical ε lower bound (95 % Clopper–Pearson) stored for every attack.
-EPSILON_DELTA = 1e-5
 
 
 @dataclass(frozen=True)
@@ -207,63 +204,30 @@ class CellRun:
         )
 
     def calibration_models(self, target: int) -> list[int]:
-        """The reference models whose own audits choose the target's balanced-accuracy threshold."""
-        m = self.protocol["n_models"]
-        return [(target + 1 + i) % m for i in range(self.protocol["calibration_models"])]
+        """The reference models whose own audits choose the target's thresholds."""
+        return calibration_models(self.protocol["n_models"], target, self.protocol["calibration_models"])
 
-    def _attack(self, attack: ComponentSpec, target: int, excluded: set[int]) -> AttackOutput:
-        """Run one attack against model ``target``, the other models (less ``excluded``) as references."""
+    def audit(self) -> Audit:
+        """The released outputs of the M models with their membership (the test set is the population)."""
         obs, s, y = self.observations(), self.split(), self.features()["y"]
-        refs = [m for m in range(len(s["keep"])) if m != target and m not in excluded]
-        data = AttackData(
-            obs["pool"][target], y[s["pool"]], obs["pool"][refs], s["keep"][refs],
-            population_target=obs["test"][target], population_references=obs["test"][refs],
-            population_labels=y[s["test"]],
-        )
-        out = ATTACKS.get(attack.name).obj(data, **attack.kwargs)
-        out = out if isinstance(out, AttackOutput) else AttackOutput(out)
-        scores = np.asarray(out.scores, dtype=np.float64)
-        if scores.shape != data.labels.shape or np.isnan(scores).any():
-            raise RuntimeError(
-                f"attack {attack.label()} returned scores of shape {scores.shape} with "
-                f"{int(np.isnan(scores).sum()) if scores.shape == data.labels.shape else '?'} NaN; "
-                f"expected {data.labels.shape} finite scores"
-            )
-        return AttackOutput(scores, dict(out.info))
+        return Audit(obs["pool"], s["keep"], y[s["pool"]], obs["test"], y[s["test"]])
 
     def scores(self, attack: ComponentSpec, target: int) -> dict[str, np.ndarray]:
-        """The target's scores and diagnostics (``info/<name>``), and each calibration model's scores when it
-        is audited in the target's place (with the target left out of its references)."""
-
-        def compute() -> dict[str, np.ndarray]:
-            out = self._attack(attack, target, excluded=set())
-            calibration = [self._attack(attack, r, excluded={target}).scores for r in self.calibration_models(target)]
-            return {
-                "target": out.scores,
-                "calibration": np.stack(calibration),
-                **{f"info/{k}": np.array(v, dtype=np.float64) for k, v in out.info.items()},
-            }
-
         return self._stage(
-            "scores", self.scores_key(attack, target), "arrays", compute,
+            "scores", self.scores_key(attack, target), "arrays",
+            lambda: score_target(attack, self.audit(), target, self.calibration_models(target)),
             {"observations": self.observations_key, "attack": attack.as_dict(), "target": target},
         )
 
     def metrics(self, attack: ComponentSpec, target: int) -> dict[str, Any]:
         def compute() -> dict[str, Any]:
-            keep = self.split()["keep"]
-            sc = self.scores(attack, target)
-            reference_scores = sc["calibration"].ravel()
-            reference_membership = keep[self.calibration_models(target)].ravel()
-            threshold = best_threshold(reference_scores, reference_membership)
-            eps_threshold = epsilon_threshold(reference_scores, reference_membership, EPSILON_DELTA)
             obs = self.observations()
             return {
                 "train_accuracy": float(obs["train_accuracy"][target]),
                 "test_accuracy": float(obs["test_accuracy"][target]),
-                **attack_metrics(sc["target"], keep[target], threshold).as_row(),
-                "epsilon_lower_bound": epsilon_at_threshold(sc["target"], keep[target], eps_threshold, EPSILON_DELTA),
-                **{k.split("/", 1)[1]: float(v) for k, v in sc.items() if k.startswith("info/")},
+                **target_metrics(
+                    self.scores(attack, target), self.split()["keep"], target, self.calibration_models(target)
+                ),
             }
 
         return self._stage(

@@ -82,7 +82,9 @@ class Param:
         if value is None:
             if self.default is None:
                 return None
-            raise BenchError(f"{where}: parameter {self.name!r} may not be null; give a value of type {self._type_name()}")
+            raise BenchError(
+                f"{where}: parameter {self.name!r} may not be null; give a value of type {self._type_name()}"
+            )
         value = self._coerce(value, where)
         if self.choices is not None and value not in self.choices:
             raise BenchError(

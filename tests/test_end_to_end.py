@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.registry import ATTACKS, DATASETS
 from bench.metrics import auc
+from bench.registry import ATTACKS, DATASETS
 from bench.store import read_samples, read_store, store_path
 from targets.datasets import Dataset
 from tests.conftest import TINY_GRID, write_grid

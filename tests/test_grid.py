@@ -56,14 +56,16 @@ def test_duplicate_entries_collapse(tmp_path):
         ("- a\n- b\n", "top level must be a mapping"),
         ({**TINY_GRID, "datset": ["x"]}, "unknown key 'datset' (did you mean 'datasets'?)"),
         ({**TINY_GRID, "attacks": []}, "'attacks' is missing or empty"),
-        ({**TINY_GRID, "datasets": ["breast_cancr"]}, "unknown dataset 'breast_cancr' (did you mean 'breast_cancer'?)"),
+        ({**TINY_GRID, "datasets": ["breast_cancr"]},
+         "unknown dataset 'breast_cancr' (did you mean 'breast_cancer'?)"),
         ({**TINY_GRID, "architectures": [{"name": "mlp", "params": {"widht": 3}}]}, "unknown parameter 'widht'"),
         ({**TINY_GRID, "architectures": [{"name": "mlp", "params": {"width": [8, 0]}}]}, "width=0 is out of range"),
         ({**TINY_GRID, "architectures": [{"name": "mlp", "params": {"width": []}}]}, "empty list"),
         ({**TINY_GRID, "architectures": [{"nam": "mlp"}]}, "must be a name or a mapping"),
         ({**TINY_GRID, "training": {"optimizer": "adamw"}}, "is not one of {'adam', 'sgd'}"),
         ({**TINY_GRID, "protocol": {"n_models": 4, "n_targets": 5}}, "n_targets=5 exceeds n_models=4"),
-        ({**TINY_GRID, "protocol": {"n_models": 2, "n_targets": 1, "calibration_models": 2}}, "calibration_models=2 needs at least 3"),
+        ({**TINY_GRID, "protocol": {"n_models": 2, "n_targets": 1, "calibration_models": 2}},
+         "calibration_models=2 needs at least 3"),
         ({**TINY_GRID, "seeds": [-1]}, "seeds must be a non-empty list of non-negative integers"),
         ({**TINY_GRID, "exclude": [{"architecure": "mlp"}]}, "names 'architecure' (did you mean 'architecture'?)"),
         ({**TINY_GRID, "exclude": [{"architecture": ["logreg", "mlp"]}]}, "every cell is excluded"),
@@ -110,11 +112,13 @@ def extra_datasets(monkeypatch):
 
 def test_an_attack_that_does_not_fit_the_task_is_refused_at_load(tmp_path, extra_datasets):
     path = grid_with(tmp_path, datasets=["reg_only"], architectures=["mlp"])
-    with pytest.raises(BenchError, match="attack 'loss' supports classification only, but dataset reg_only is regression"):
+    message = "attack 'loss' supports classification only, but dataset reg_only is regression"
+    with pytest.raises(BenchError, match=message):
         load_grid(str(path))
 
 
 def test_an_architecture_that_cannot_read_the_inputs_is_refused_at_load(tmp_path, extra_datasets):
     path = grid_with(tmp_path, datasets=["mols"], architectures=["mlp"])
-    with pytest.raises(BenchError, match="architecture 'mlp' takes vector or image inputs but dataset mols gives graph"):
+    message = "architecture 'mlp' takes vector or image inputs but dataset mols gives graph"
+    with pytest.raises(BenchError, match=message):
         load_grid(str(path))

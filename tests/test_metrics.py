@@ -128,7 +128,8 @@ def test_epsilon_lower_bound_closed_form():
     assert eps[0] == pytest.approx(np.log(0.5 / 0.05), rel=1e-3)
     eps = epsilon_lower_bound(np.array([0.99 * n]), n, np.array([0.5 * n]), n, delta=0.0)
     assert eps[0] == pytest.approx(np.log(0.5 / 0.01), rel=1e-3)  # the second inequality binds
-    assert epsilon_lower_bound(np.array([0.3 * n]), n, np.array([0.3 * n]), n)[0] == 0.0  # a random guess proves nothing
+    # a random guess proves nothing
+    assert epsilon_lower_bound(np.array([0.3 * n]), n, np.array([0.3 * n]), n)[0] == 0.0
     # few trials: the confidence interval makes the bound smaller than the point estimate
     few = epsilon_lower_bound(np.array([50]), 100, np.array([5]), 100, delta=0.0)[0]
     assert 0 < few < np.log(0.5 / 0.05)
