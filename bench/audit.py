@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from attacks.base import AttackData, AttackOutput
+from bench.errors import BenchError
 from bench.metrics import attack_metrics, best_threshold, epsilon_at_threshold, epsilon_threshold
 from bench.registry import ATTACKS
 from bench.spec import ComponentSpec
@@ -102,3 +103,99 @@ def target_metrics(
         "epsilon_lower_bound": epsilon_at_threshold(scores["target"], keep[target], eps_threshold, EPSILON_DELTA),
         **{k.split("/", 1)[1]: float(v) for k, v in scores.items() if k.startswith("info/")},
     }
+
+
+# --- `python -m bench audit`: outputs computed elsewhere ---------------------------------------------------------
+
+#: Arrays of an outputs file: name → (required, meaning).
+OUTPUT_ARRAYS = {
+    "target_outputs": (True, "[N, C] the target's probabilities (or logits, with --logits) on the N audited records"),
+    "target_membership": (True, "[N] 1 where the record is in the target's training set, else 0"),
+    "labels": (True, "[N] true class of each audited record, integers in [0, C)"),
+    "reference_outputs": (True, "[R, N, C] the R reference (shadow) models' outputs on the same records"),
+    "reference_membership": (True, "[R, N] membership of the records in each reference model's training set"),
+    "population_target_outputs": (False, "[P, C] the target's outputs on P records no model trained on (RMIA)"),
+    "population_reference_outputs": (False, "[R, P, C] the reference models' outputs on those records"),
+    "population_labels": (False, "[P] their true classes"),
+}
+
+
+def _log_probabilities(name: str, values: np.ndarray, logits: bool) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise BenchError(f"array {name!r} holds {int((~np.isfinite(values)).sum())} NaN or infinite values; fix them")
+    if logits:
+        shifted = values - values.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    if values.min() < 0 or values.max() > 1:
+        raise BenchError(
+            f"array {name!r} has values outside [0, 1] (min {values.min():.3g}, max {values.max():.3g}): these look "
+            "like logits; pass --logits, or give probabilities"
+        )
+    deviation = np.abs(values.sum(axis=-1) - 1).max()
+    if deviation > 1e-3:
+        raise BenchError(
+            f"the rows of {name!r} do not sum to 1 (largest deviation {deviation:.3g}); give probabilities, "
+            "or pass --logits if these are unnormalised scores"
+        )
+    return np.log(np.maximum(values, np.finfo(np.float64).tiny))
+
+
+def load_outputs(path: str, logits: bool = False) -> Audit:
+    """Read and check an outputs file (see :data:`OUTPUT_ARRAYS`); the target is model 0 of the audit."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise BenchError(f"no outputs file {path}; give the path of an .npz file") from None
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"cannot read {path} as an .npz of numeric arrays ({exc}); see `bench audit --help`") from None
+    missing = [k for k, (required, _) in OUTPUT_ARRAYS.items() if required and k not in arrays]
+    if missing:
+        raise BenchError(
+            f"{path} lacks the array(s) {', '.join(missing)}; it has {', '.join(sorted(arrays)) or 'none'}. "
+            f"Expected: " + "; ".join(f"{k} {meaning}" for k, (_, meaning) in OUTPUT_ARRAYS.items())
+        )
+    target, refs = arrays["target_outputs"], arrays["reference_outputs"]
+    if target.ndim != 2:
+        raise BenchError(f"target_outputs must be [N, C] (one row of class scores per record), got {target.shape}")
+    n, c = target.shape
+    expected = {"target_membership": (n,), "labels": (n,), "reference_outputs": (len(refs), n, c),
+                "reference_membership": (len(refs), n)}
+    if refs.ndim != 3 or len(refs) == 0:
+        raise BenchError(f"reference_outputs must be [R, N, C] with R >= 1 reference models, got {refs.shape}")
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            raise BenchError(f"array {name!r} has shape {arrays[name].shape}, expected {shape} to match target_outputs")
+    labels = arrays["labels"]
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= c:
+        raise BenchError(f"array 'labels' must hold integers in [0, {c}), got {labels.dtype} in "
+                         f"[{labels.min()}, {labels.max()}]")
+    keep = np.concatenate([arrays["target_membership"][None], arrays["reference_membership"]])
+    if not np.isin(keep, (0, 1)).all():
+        raise BenchError("target_membership and reference_membership must hold 0/1 (or booleans) only")
+    keep = keep.astype(bool)
+    for m, row in enumerate(keep):
+        if row.all() or not row.any():
+            which = "target_membership" if m == 0 else f"reference_membership[{m - 1}]"
+            raise BenchError(f"{which} must mark both members and non-members")
+    outputs = np.concatenate([_log_probabilities("target_outputs", target, logits)[None],
+                              _log_probabilities("reference_outputs", refs, logits)])
+    population = [k for k in OUTPUT_ARRAYS if k.startswith("population")]
+    present = [k for k in population if k in arrays]
+    if present and len(present) != len(population):
+        raise BenchError(f"give all of {', '.join(population)} or none; found only {', '.join(present)}")
+    if not present:
+        return Audit(outputs, keep, labels)
+    p_labels = arrays["population_labels"]
+    p = len(p_labels)
+    if p == 0 or not np.issubdtype(p_labels.dtype, np.integer) or p_labels.min() < 0 or p_labels.max() >= c:
+        raise BenchError(f"array 'population_labels' must hold at least one integer in [0, {c})")
+    for name, shape in {"population_target_outputs": (p, c), "population_reference_outputs": (len(refs), p, c)}.items():
+        if arrays[name].shape != shape:
+            raise BenchError(f"array {name!r} has shape {arrays[name].shape}, expected {shape}")
+    p_outputs = np.concatenate([_log_probabilities("population_target_outputs", arrays["population_target_outputs"],
+                                                   logits)[None],
+                                _log_probabilities("population_reference_outputs",
+                                                   arrays["population_reference_outputs"], logits)])
+    return Audit(outputs, keep, labels, p_outputs, p_labels)

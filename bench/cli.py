@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from bench import __version__
+from bench.audit import OUTPUT_ARRAYS
 from bench.errors import BenchError, did_you_mean
 
 
@@ -39,6 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                       help="where models train: cuda if available with auto (default: %(default)s)")
     grid.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    audit = sub.add_parser(
+        "audit", help="attack outputs computed elsewhere (no training): one target and its reference models",
+        description="Runs black-box attacks on the outputs in an .npz file and prints their metrics. Arrays: "
+        + "; ".join(f"{k}{'' if req else ' (optional)'} {meaning}" for k, (req, meaning) in OUTPUT_ARRAYS.items()),
+    )
+    audit.add_argument("--outputs", required=True, metavar="FILE.npz", help="the arrays described above")
+    audit.add_argument("--logits", action="store_true", help="the outputs are logits, not probabilities")
+    audit.add_argument("--attacks", metavar="NAMES", help="comma-separated attack names (default: every attack)")
+    audit.add_argument("--calibration-models", type=int, default=2, metavar="K",
+                       help="reference models audited in the target's place to choose thresholds (default: 2)")
+    audit.add_argument("--csv", metavar="PATH", help="also write the metric table as CSV")
 
     lst = sub.add_parser("list", help="list registered components with their parameters")
     lst.add_argument("family", nargs="?", metavar="FAMILY",
@@ -126,7 +139,54 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 1 if summary.failures else 0
 
 
-COMMANDS = {"grid": cmd_grid, "list": cmd_list}
+def cmd_audit(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from bench.audit import calibration_models, load_outputs, score_target, target_metrics
+    from bench.registry import ATTACKS
+    from bench.spec import ComponentSpec
+
+    audit = load_outputs(args.outputs, logits=args.logits)
+    names = [n.strip() for n in args.attacks.split(",") if n.strip()] if args.attacks else ATTACKS.names()
+    if not names:
+        raise BenchError("--attacks names no attack; give comma-separated names from `python -m bench list attacks`")
+    k = args.calibration_models
+    if not 1 <= k <= audit.n_models - 1:
+        raise BenchError(f"--calibration-models must be between 1 and the {audit.n_models - 1} reference models")
+    calibration = calibration_models(audit.n_models, 0, k)
+    rows = []
+    for name in names:
+        component = ATTACKS.get(name)
+        row: dict = {"attack": name}
+        reason = skip_reason(component, audit)
+        if reason:
+            row["skipped"] = reason
+        else:
+            spec = ComponentSpec.make(name, component.validate({}))
+            row.update(target_metrics(score_target(spec, audit, 0, calibration), audit.keep, 0, calibration))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    shown = [c for c in ("attack", "auc", "balanced_accuracy", "tpr_at_fpr_0", "tpr_at_fpr_0.1pct", "tpr_at_fpr_1pct",
+                         "epsilon_lower_bound", "skipped") if c in table]
+    print(f"audit of {args.outputs}: {audit.keep.shape[1]} records ({int(audit.keep[0].sum())} members), "
+          f"{audit.n_models - 1} reference models")
+    print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def skip_reason(component, audit) -> str | None:
+    """Why an attack cannot run on this audit (it needs something the release or the file lacks), or None."""
+    if "classification" not in component.tags.get("tasks", ("classification",)):
+        return "regression attack on classification outputs"
+    if component.tags.get("needs_population") and audit.population_outputs is None:
+        return "needs the population_* arrays"
+    return None
+
+
+COMMANDS = {"audit": cmd_audit, "grid": cmd_grid, "list": cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
