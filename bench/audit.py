@@ -14,7 +14,7 @@ import numpy as np
 
 from attacks.base import AttackData, AttackOutput
 from bench.errors import BenchError
-from bench.metrics import attack_metrics, best_threshold, epsilon_at_threshold, epsilon_threshold
+from bench.metrics import attack_metrics, best_threshold, epsilon_at_threshold, epsilon_threshold, roc_curve
 from bench.registry import ATTACKS
 from bench.spec import ComponentSpec
 
@@ -199,3 +199,49 @@ def load_outputs(path: str, logits: bool = False) -> Audit:
                                 _log_probabilities("population_reference_outputs",
                                                    arrays["population_reference_outputs"], logits)])
     return Audit(outputs, keep, labels, p_outputs, p_labels)
+
+
+def threshold_at_fpr(scores: np.ndarray, membership: np.ndarray, max_fpr: float) -> float:
+    """The lowest threshold whose FPR on these (reference) scores is at most ``max_fpr``."""
+    fpr, _, thresholds = roc_curve(scores, membership)
+    return float(thresholds[np.flatnonzero(fpr <= max_fpr + 1e-12)[-1]])
+
+
+def union_metrics(
+    scores: dict[str, dict[str, np.ndarray]], keep: np.ndarray, target: int, calibration: list[int], max_fpr: float
+) -> tuple[dict[str, float], np.ndarray]:
+    """The union of the members flagged by several attacks, each thresholded at ``max_fpr``.
+
+    Each attack's threshold is the lowest one whose FPR on the calibration models' audits is at most
+    ``max_fpr`` (what an attacker can do); a target record is flagged when any attack flags it. The union's TPR
+    and FPR are then **measured** on the target: its FPR can exceed ``max_fpr`` (false positives add up
+    across attacks). The ``oracle_*`` columns repeat this with each threshold set on the target's own
+    non-members, as TPR at a fixed FPR is read in evaluations (Krüger et al. 2024).
+
+    Returns
+    -------
+    metrics, flagged
+        ``union_tpr``, ``union_fpr``, ``overlap_tpr`` (members flagged by every attack), each attack's
+        ``tpr.<attack>`` and ``fpr.<attack>``, and the same with ``oracle_``; and the union's decisions ``[N]``.
+    """
+    members = keep[target]
+    row: dict[str, float] = {"union_max_fpr": max_fpr}
+    flagged_by_references = None
+    for prefix in ("", "oracle_"):
+        decisions = {}
+        for name, sc in scores.items():
+            if prefix:
+                threshold = threshold_at_fpr(sc["target"], members, max_fpr)
+            else:
+                threshold = threshold_at_fpr(sc["calibration"].ravel(), keep[calibration].ravel(), max_fpr)
+            decisions[name] = sc["target"] >= threshold
+        flagged = np.logical_or.reduce(list(decisions.values()))
+        every = np.logical_and.reduce(list(decisions.values()))
+        row[f"{prefix}union_tpr"] = float(flagged[members].mean())
+        row[f"{prefix}union_fpr"] = float(flagged[~members].mean())
+        row[f"{prefix}overlap_tpr"] = float(every[members].mean())
+        for name, d in decisions.items():
+            row[f"{prefix}tpr.{name}"] = float(d[members].mean())
+            row[f"{prefix}fpr.{name}"] = float(d[~members].mean())
+        flagged_by_references = flagged if flagged_by_references is None else flagged_by_references
+    return row, flagged_by_references

@@ -33,7 +33,7 @@ import yaml
 
 from bench.errors import BenchError, did_you_mean
 from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Param, Registry, validate_params
-from bench.spec import Cell, ComponentSpec
+from bench.spec import Cell, ComponentSpec, Union
 
 TRAINING_PARAMS = (
     Param("epochs", int, 30, "passes over each model's training set", low=1, high=100_000),
@@ -55,9 +55,12 @@ PROTOCOL_PARAMS = (
           low=1, high=4096),
 )
 
+UNION_FPR = Param("fpr", float, 0.0, "false-positive rate of each attack of a union", low=0.0, high=1.0,
+                  high_inclusive=False)
+
 TOP_LEVEL_KEYS = (
-    "name", "description", "datasets", "architectures", "defenses", "attacks", "seeds", "training", "protocol",
-    "exclude",
+    "name", "description", "datasets", "architectures", "defenses", "attacks", "unions", "seeds", "training",
+    "protocol", "exclude",
 )
 REQUIRED_KEYS = ("datasets", "architectures", "defenses", "attacks")
 AXES = {"datasets": DATASETS, "architectures": ARCHITECTURES, "defenses": DEFENSES, "attacks": ATTACKS}
@@ -142,6 +145,7 @@ def expand_grid(raw: Any, path: Path) -> Grid:
     for proto in protocol:
         _check_protocol(proto, where)
     seeds = _seeds(raw.get("seeds", [0]), where)
+    unions = _unions(raw.get("unions") or [], axes["attacks"], where)
 
     cells: list[Cell] = []
     for dataset, arch, defense, train, proto, seed in itertools.product(
@@ -149,7 +153,7 @@ def expand_grid(raw: Any, path: Path) -> Grid:
     ):
         cells.append(
             Cell(dataset, arch, defense, tuple(axes["attacks"]), tuple(sorted(train.items())),
-                 tuple(sorted(proto.items())), seed)
+                 tuple(sorted(proto.items())), seed, unions)
         )
     cells = list(dict.fromkeys(cells))
     kept = _apply_excludes(cells, raw.get("exclude") or [], where)
@@ -231,6 +235,42 @@ def _sweep(params: Iterable[Param], given: Any, where: str) -> list[dict[str, An
             choices.append([value])
     combos = itertools.product(*choices)
     return [validate_params(params, dict(zip(names, combo, strict=True)), where) for combo in combos]
+
+
+def _unions(entries: Any, attacks: list[ComponentSpec], where: str) -> tuple[Union, ...]:
+    """``unions: [{attacks: [lira, rmia], fpr: [0, 0.001]}]`` → validated :class:`Union` specs.
+
+    An attack is named by its label as `bench grid --dry-run` prints it, or by its name when the grid has only
+    one setting of that attack.
+    """
+    example = "unions: [{attacks: [lira, rmia], fpr: 0.0}]"
+    if not isinstance(entries, list):
+        raise BenchError(f"{where}: unions must be a list such as {example}")
+    labels = {a.label(): a.label() for a in attacks}
+    by_name: dict[str, list[str]] = {}
+    for a in attacks:
+        by_name.setdefault(a.name, []).append(a.label())
+    labels.update({name: found[0] for name, found in by_name.items() if len(found) == 1})
+    out = []
+    for entry in entries:
+        well_formed = isinstance(entry, Mapping) and set(entry) == {"attacks", "fpr"}
+        if not well_formed or not isinstance(entry["attacks"], list):
+            raise BenchError(f"{where}: a union needs exactly the keys `attacks` (a list) and `fpr`, as in {example}")
+        names = []
+        for name in entry["attacks"]:
+            if str(name) not in labels:
+                raise BenchError(
+                    f"{where}: union attack {name!r} is not one of the grid's attacks{did_you_mean(str(name), labels)}"
+                    f" ({', '.join(sorted(labels))}); name a setting by its full label when an attack has several"
+                )
+            names.append(labels[str(name)])
+        if len(set(names)) < 2:
+            raise BenchError(f"{where}: a union needs at least two different attacks, got {entry['attacks']!r}")
+        fprs = entry["fpr"] if isinstance(entry["fpr"], list) else [entry["fpr"]]
+        for fpr in fprs:
+            value = UNION_FPR.validate(fpr, f"{where}: union")
+            out.append(Union(tuple(names), value))
+    return tuple(dict.fromkeys(out))
 
 
 def _check_protocol(proto: Mapping[str, Any], where: str) -> None:

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.audit import Audit, calibration_models, score_target, target_metrics
+from bench.audit import Audit, calibration_models, score_target, target_metrics, union_metrics
 from bench.cache import Cache, stage_key
 from bench.errors import BenchError
 from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
-from bench.spec import Cell, ComponentSpec, derive_seed
+from bench.spec import Cell, ComponentSpec, Union, derive_seed
 from targets.datasets import Dataset
 from targets.ensemble import ENGINES, Ensemble, Inputs
 from targets.membership import membership_matrix, split_pool_test
@@ -248,8 +248,25 @@ class CellRun:
                 row.update(self.metrics(attack, target))
                 rows.append(row)
                 samples.append(self._samples(attack, target))
+        for union in self.cell.unions:
+            for target in range(self.protocol["n_targets"]):
+                rows.append(self._union_row(union, target))
         cached = sum(self.cache.misses.values()) == computed_before
         return CellResult(self.cell, rows, pd.concat(samples, ignore_index=True), cached)
+
+    def _union_row(self, union: Union, target: int) -> dict[str, Any]:
+        """The union's store row for one target, from the cached scores of its attacks."""
+        attacks = {a.label(): a for a in self.cell.attacks}
+        scores = {label: self.scores(attacks[label], target) for label in union.attacks}
+        metrics, _ = union_metrics(
+            scores, self.split()["keep"], target, self.calibration_models(target), union.max_fpr
+        )
+        obs = self.observations()
+        return {
+            **self.cell.columns(), "cell": self.cell.label, "attack": "union", "attack_key": union.label(),
+            "target": target, "train_accuracy": float(obs["train_accuracy"][target]),
+            "test_accuracy": float(obs["test_accuracy"][target]), **metrics,
+        }
 
     def _samples(self, attack: ComponentSpec, target: int) -> pd.DataFrame:
         """One row per audited record: its index in the dataset, label, membership and score."""

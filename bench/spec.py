@@ -61,6 +61,17 @@ class ComponentSpec:
 
 
 @dataclass(frozen=True)
+class Union:
+    """The union of the members flagged by several attacks of a cell, each thresholded at ``max_fpr``."""
+
+    attacks: tuple[str, ...]
+    max_fpr: float
+
+    def label(self) -> str:
+        return f"union({'+'.join(self.attacks)})@fpr={self.max_fpr:g}"
+
+
+@dataclass(frozen=True)
 class Cell:
     """One point of a grid: the data, the model family, the defense, the training and the audit protocol.
 
@@ -75,6 +86,7 @@ class Cell:
     training: tuple[tuple[str, Any], ...]
     protocol: tuple[tuple[str, Any], ...]
     seed: int
+    unions: tuple[Union, ...] = ()
 
     @property
     def training_params(self) -> dict[str, Any]:
