@@ -28,6 +28,9 @@ class AttackData:
         Outputs of the target ``[P, C]`` and of the references ``[R, P, C]`` on ``P`` population points drawn
         from the same distribution and used to train none of the models (RMIA's ``z``), with their labels.
         ``None`` when the audit has no population.
+    target_robustness, reference_robustness
+        For label-only attacks: the fraction of noisy queries around each pool point that the target ``[N]``
+        and each reference ``[R, N]`` still label correctly; ``None`` unless an attack asked for them.
     """
 
     target: np.ndarray
@@ -37,6 +40,8 @@ class AttackData:
     population_target: np.ndarray | None = None
     population_references: np.ndarray | None = None
     population_labels: np.ndarray | None = None
+    target_robustness: np.ndarray | None = None
+    reference_robustness: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.labels)

@@ -36,6 +36,9 @@ class Audit:
         True labels ``[N]``.
     population_outputs, population_labels
         Outputs ``[M, P, C]`` on population records that no model trained on, with labels ``[P]``, or ``None``.
+    robustness
+        Fraction of noisy label-only queries around each record that each model labels correctly ``[M, N]``,
+        or ``None``.
     """
 
     outputs: np.ndarray
@@ -43,6 +46,7 @@ class Audit:
     labels: np.ndarray
     population_outputs: np.ndarray | None = None
     population_labels: np.ndarray | None = None
+    robustness: np.ndarray | None = None
 
     @property
     def n_models(self) -> int:
@@ -51,12 +55,14 @@ class Audit:
     def attack_data(self, target: int, excluded: Iterable[int] = ()) -> AttackData:
         """The attacker's view of ``target``: the other models (less ``excluded``) are its references."""
         refs = [m for m in range(self.n_models) if m != target and m not in set(excluded)]
-        has_population = self.population_outputs is not None
+        has_population, has_robustness = self.population_outputs is not None, self.robustness is not None
         return AttackData(
             self.outputs[target], self.labels, self.outputs[refs], self.keep[refs],
             population_target=self.population_outputs[target] if has_population else None,
             population_references=self.population_outputs[refs] if has_population else None,
             population_labels=self.population_labels,
+            target_robustness=self.robustness[target] if has_robustness else None,
+            reference_robustness=self.robustness[refs] if has_robustness else None,
         )
 
 

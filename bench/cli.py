@@ -183,6 +183,8 @@ def skip_reason(component, audit) -> str | None:
         return "regression attack on classification outputs"
     if component.tags.get("needs_population") and audit.population_outputs is None:
         return "needs the population_* arrays"
+    if component.tags.get("queries") == "perturbed_labels":
+        return "needs label-only queries of the models on perturbed records, which an outputs file cannot give"
     return None
 
 

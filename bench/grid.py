@@ -184,6 +184,12 @@ def check_compatible(cell: Cell, where: str) -> None:
             f"{cell.dataset.label()} gives {inputs} inputs; exclude the pair or pick another architecture"
         )
     for attack in cell.attacks:
+        allowed_inputs = ATTACKS.get(attack.name).tags.get("inputs")
+        if allowed_inputs and inputs not in allowed_inputs:
+            raise BenchError(
+                f"{where}: attack {attack.name!r} queries {' or '.join(allowed_inputs)} inputs but dataset "
+                f"{cell.dataset.label()} gives {inputs} inputs; remove the attack or the dataset from the grid"
+            )
         tasks = ATTACKS.get(attack.name).tags.get("tasks", ("classification",))
         if task not in tasks:
             raise BenchError(

@@ -28,7 +28,10 @@ from targets.membership import membership_matrix, split_pool_test
 
 INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "X/bonds", ...
 
-STAGE_VERSIONS = {"features": 1, "split": 1, "models": 1, "observations": 1, "scores": 1, "metrics": 2}
+STAGE_VERSIONS = {
+    "features": 1, "split": 1, "models": 1, "observations": 1, "scores": 1, "metrics": 2,
+    "robustness": 1,
+}
 
 
 
@@ -207,15 +210,41 @@ class CellRun:
         """The reference models whose own audits choose the target's thresholds."""
         return calibration_models(self.protocol["n_models"], target, self.protocol["calibration_models"])
 
-    def audit(self) -> Audit:
-        """The released outputs of the M models with their membership (the test set is the population)."""
+    def robustness(self, noise: float, queries: int) -> np.ndarray:
+        """Label-only queries: for each model and pool point, the fraction of ``queries`` Gaussian
+        perturbations (standard deviation ``noise``, in feature units) that the model labels correctly."""
+        key = self._key("robustness", models=self.models_key, noise=noise, queries=queries, seed=self.cell.seed)
+
+        def compute() -> dict[str, np.ndarray]:
+            f, s = self.features(), self.split()
+            state = {k: v for k, v in self.models().items() if not k.startswith("history.")}
+            ensemble = Ensemble.from_state(self._factory(f), state, self.device)
+            X = self.inputs(s["pool"])
+            if isinstance(X, dict):
+                raise BenchError("label-only robustness queries need vector or image inputs, not graphs")
+            y = torch.as_tensor(f["y"][s["pool"]], device=self.device)
+            generator = torch.Generator(device=self.device).manual_seed(derive_seed(self.cell.seed, "queries"))
+            correct = torch.zeros(ensemble.n_models, len(y), device=self.device)
+            for _ in range(queries):
+                perturbed = X + noise * torch.randn(X.shape, generator=generator, device=self.device)
+                correct += (ensemble.predict(perturbed).argmax(-1) == y).float()
+            return {"robustness": (correct / queries).cpu().numpy()}
+
+        return self._stage("robustness", key, "arrays", compute, {"models": self.models_key})["robustness"]
+
+    def audit(self, attack: ComponentSpec | None = None) -> Audit:
+        """The released outputs of the M models with their membership (the test set is the population), and the
+        label-only queries that ``attack`` asks for."""
         obs, s, y = self.observations(), self.split(), self.features()["y"]
-        return Audit(obs["pool"], s["keep"], y[s["pool"]], obs["test"], y[s["test"]])
+        robustness = None
+        if attack is not None and ATTACKS.get(attack.name).tags.get("queries") == "perturbed_labels":
+            robustness = self.robustness(attack.kwargs["noise"], attack.kwargs["queries"])
+        return Audit(obs["pool"], s["keep"], y[s["pool"]], obs["test"], y[s["test"]], robustness)
 
     def scores(self, attack: ComponentSpec, target: int) -> dict[str, np.ndarray]:
         return self._stage(
             "scores", self.scores_key(attack, target), "arrays",
-            lambda: score_target(attack, self.audit(), target, self.calibration_models(target)),
+            lambda: score_target(attack, self.audit(attack), target, self.calibration_models(target)),
             {"observations": self.observations_key, "attack": attack.as_dict(), "target": target},
         )
 
