@@ -1,0 +1,83 @@
+"""The neural-network (shadow-model) attack: a classifier trained on the reference models' outputs.
+
+Shokri, R., Stronati, M., Song, C. and Shmatikov, V. "Membership Inference Attacks Against Machine Learning
+Models", IEEE S&P 2017, with the single label-aware attack model (sorted top-k probabilities and the one-hot
+label as features) of Salem et al. (NDSS 2019) and Nasr et al. (CCS 2018), as evaluated by Song & Mittal
+(USENIX Security 2021).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier
+
+from attacks.base import AttackData
+from attacks.metric import clean_log_probs
+from bench.registry import ATTACKS, Param
+
+
+def attack_features(log_probs: np.ndarray, labels: np.ndarray, top_k: int) -> np.ndarray:
+    """Features ``[..., N, k + C]``: the ``k`` largest probabilities in decreasing order, then the one-hot label."""
+    probs = np.exp(clean_log_probs(log_probs))
+    n_classes = probs.shape[-1]
+    top = -np.sort(-probs, axis=-1)[..., : min(top_k, n_classes)]
+    one_hot = np.broadcast_to(np.eye(n_classes)[np.asarray(labels)], probs.shape)
+    return np.concatenate([top, one_hot], axis=-1)
+
+
+@ATTACKS.register(
+    "nn",
+    description="MLP attack classifier trained on the references' sorted top-k probabilities and the label, "
+    "labelled by their membership (Shokri et al. 2017; Salem et al. 2019).",
+    params=[
+        Param("top_k", int, 3, "number of largest probabilities used as features (clipped to the classes)",
+              low=1),
+        Param("hidden", int, 64, "width of the attack MLP's hidden layer", low=1, high=4096),
+        Param("max_iter", int, 200, "maximum training epochs of the attack MLP (Adam)", low=1, high=10000),
+        Param("max_train", int, 20000, "at most this many reference (model, point) rows to train on", low=2),
+        Param("seed", int, 0, "seed of the row subsample and of the MLP's initialisation and shuffling", low=0),
+    ],
+    needs="probabilities",
+    tasks=("classification",),
+)
+def nn_attack(
+    data: AttackData, top_k: int = 3, hidden: int = 64, max_iter: int = 200, max_train: int = 20000, seed: int = 0
+) -> np.ndarray:
+    """Score = the attack classifier's member probability for the target's output on each point.
+
+    Every (reference model ``r``, pool point ``x``) pair is a training row with features ``[sort↓(p_r(x))_{1..k},
+    onehot(y)]`` and target ``reference_keep[r, x]``; an MLP (one ReLU hidden layer, Adam, scikit-learn) is
+    fitted to at most ``max_train`` rows drawn without replacement with ``seed``, and applied to the target's
+    features. Deterministic for a given ``seed``.
+
+    Raises
+    ------
+    ValueError
+        Without references, or if their rows are all IN or all OUT.
+    """
+    keep = np.asarray(data.reference_keep, dtype=bool).ravel()
+    if data.n_references == 0 or keep.all() or not keep.any():
+        raise ValueError(
+            "attack 'nn' needs reference models with both IN and OUT points to train on; "
+            "run it with at least 2 models (protocol.n_models) and a membership split"
+        )
+    X = attack_features(data.references, data.labels, top_k)
+    X = X.reshape(-1, X.shape[-1])
+    rng = np.random.default_rng(seed)
+    if len(X) > max_train:
+        rows = np.sort(rng.choice(len(X), max_train, replace=False))
+        X, keep = X[rows], keep[rows]
+        if keep.all() or not keep.any():
+            raise ValueError(f"attack 'nn': the {max_train} sampled training rows are all IN or all OUT; "
+                             "raise its parameter max_train")
+    model = MLPClassifier(
+        hidden_layer_sizes=(hidden,), max_iter=max_iter, random_state=int(rng.integers(2**31 - 1))
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, keep)
+    member_column = list(model.classes_).index(True)
+    return model.predict_proba(attack_features(data.target, data.labels, top_k))[:, member_column]

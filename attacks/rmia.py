@@ -1,0 +1,239 @@
+"""The Robust Membership Inference Attack, RMIA (Zarifzadeh et al., ICML 2024).
+
+Zarifzadeh, S., Liu, P., Cheng, R. and Shokri, R. "Low-Cost High-Power Membership Inference Attacks",
+ICML 2024.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import logsumexp
+
+from attacks.base import AttackData, AttackOutput
+from attacks.lira import equal_count_masks
+from attacks.metric import true_class_log_probs
+from bench.metrics import auc
+from bench.registry import ATTACKS, Param
+
+#: Values of ``a`` tried when the offline attack tunes it on the references.
+A_GRID = np.round(np.linspace(0.0, 1.0, 11), 10)
+
+
+def _log_mean(log_values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``log`` of the mean of ``exp(log_values)`` over the rows ``[R, ·]`` where ``mask`` (−inf if none)."""
+    count = mask.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_sum = logsumexp(np.where(mask, log_values, -np.inf), axis=0)
+        return np.where(count > 0, log_sum - np.log(np.maximum(count, 1)), -np.inf)
+
+
+def _offline_correction(log_pr_out: np.ndarray, a: float) -> np.ndarray:
+    """``log(((1 + a) Pr_OUT + (1 − a)) / 2)``: the paper's linear estimate of ``Pr(x)`` from OUT models only."""
+    with np.errstate(divide="ignore"):
+        return np.logaddexp(np.log1p(a) + log_pr_out, np.log1p(-a)) - np.log(2.0)
+
+
+def _log_pr_x(
+    log_p_refs: np.ndarray, keep: np.ndarray, mode: str, a: float, equalize_refs: bool
+) -> tuple[np.ndarray, int]:
+    """``log Pr(x)`` of the pool points from the references' ``log p_y`` ``[R, N]``; also the fallback count.
+
+    Online: ``Pr(x) = ½ (mean_IN + mean_OUT)``, which is the mean over all references when they hold as many
+    IN as OUT models for ``x`` (the paper's setting) and corrects an unequal split; where one side is empty
+    the other side's mean is used. Offline: ``Pr(x) = ((1 + a) mean_OUT + (1 − a)) / 2``; a point without OUT
+    reference (counted) uses the mean over its references, all IN, instead. With ``equalize_refs`` the means
+    run over the same number of IN and of OUT references for every point (:func:`attacks.lira.equal_count_masks`).
+    """
+    keep = np.asarray(keep, dtype=bool)
+    use_in, use_out = equal_count_masks(keep)[:2] if equalize_refs else (keep, ~keep)
+    log_in, log_out = _log_mean(log_p_refs, use_in), _log_mean(log_p_refs, use_out)
+    has_in, has_out = keep.any(0), (~keep).any(0)
+    if mode == "online":
+        both = np.logaddexp(log_in, log_out) - np.log(2.0)
+        return np.where(has_in & has_out, both, np.where(has_in, log_in, log_out)), 0
+    return np.where(has_out, _offline_correction(log_out, a), log_in), int((~has_out).sum())
+
+
+def _log_pr_z(log_p_refs_z: np.ndarray, mode: str, a: float) -> np.ndarray:
+    """``log Pr(z)`` of the population points: every reference is OUT for ``z``; offline applies ``a``."""
+    log_out = logsumexp(log_p_refs_z, axis=0) - np.log(len(log_p_refs_z))
+    return log_out if mode == "online" else _offline_correction(log_out, a)
+
+
+def pairwise_fraction(log_ratio_x: np.ndarray, log_ratio_z: np.ndarray, gamma: float) -> np.ndarray:
+    """For each ``x``, the fraction of ``z`` with ``ratio_x / ratio_z ≥ γ``, i.e. ``log ratio_z ≤ log ratio_x − log γ``.
+
+    Sorting the ``P`` values of ``z`` once and binary-searching each ``x`` costs ``O((N + P) log P)`` instead
+    of the ``O(N P)`` of the pairwise comparison.
+    """
+    sorted_z = np.sort(log_ratio_z)
+    return np.searchsorted(sorted_z, log_ratio_x - np.log(gamma), side="right") / len(sorted_z)
+
+
+def rmia_scores(
+    log_p_target: np.ndarray,
+    log_p_refs: np.ndarray,
+    keep: np.ndarray,
+    log_p_target_z: np.ndarray,
+    log_p_refs_z: np.ndarray,
+    mode: str,
+    gamma: float,
+    a: float,
+    equalize_refs: bool = True,
+) -> tuple[np.ndarray, int]:
+    """RMIA scores from the true-class log-probabilities of the target and references on ``x`` and ``z``.
+
+    Parameters
+    ----------
+    log_p_target, log_p_refs, keep
+        ``log p_y(x)`` of the target ``[N]`` and references ``[R, N]``, and the references' membership.
+    log_p_target_z, log_p_refs_z
+        The same on the population points: ``[P]`` and ``[R, P]``.
+
+    Returns
+    -------
+    scores, n_no_out
+        Scores ``[N]`` and the number of pool points without an OUT reference (offline only).
+    """
+    log_pr_x, n_no_out = _log_pr_x(log_p_refs, keep, mode, a, equalize_refs)
+    log_ratio_x = log_p_target - log_pr_x
+    log_ratio_z = log_p_target_z - _log_pr_z(log_p_refs_z, mode, a)
+    return pairwise_fraction(log_ratio_x, log_ratio_z, gamma), n_no_out
+
+
+def tune_a(
+    log_p_refs: np.ndarray,
+    keep: np.ndarray,
+    log_p_refs_z: np.ndarray,
+    gamma: float,
+    n_pseudo: int,
+    equalize_refs: bool = True,
+) -> tuple[float, float]:
+    """Choose the offline ``a`` on the references alone.
+
+    Each of the first ``n_pseudo`` references in turn plays the target, the remaining references its (OUT)
+    references; the offline attack is run for every ``a`` of :data:`A_GRID` and ``a`` maximises the mean AUC
+    over the pseudo-targets (ties: the smallest ``a``). Pseudo-targets whose membership has a single class are
+    skipped.
+
+    Returns
+    -------
+    a, auc
+        The chosen ``a`` and its mean AUC on the pseudo-targets.
+    """
+    n_refs = len(log_p_refs)
+    aucs = []
+    for r in range(min(n_pseudo, n_refs)):
+        member = np.asarray(keep[r], dtype=bool)
+        if member.all() or not member.any():
+            continue
+        others = np.arange(n_refs) != r
+        aucs.append([
+            auc(rmia_scores(log_p_refs[r], log_p_refs[others], keep[others], log_p_refs_z[r], log_p_refs_z[others],
+                            "offline", gamma, a, equalize_refs)[0], member)
+            for a in A_GRID
+        ])
+    if not aucs:
+        raise ValueError(
+            "attack 'rmia' cannot tune 'a': no pseudo-target reference has both IN and OUT points; "
+            "set rmia's parameter a explicitly (e.g. a: 0.3)"
+        )
+    mean_auc = np.mean(aucs, axis=0)
+    best = int(np.argmax(mean_auc))
+    return float(A_GRID[best]), float(mean_auc[best])
+
+
+@ATTACKS.register(
+    "rmia",
+    description="Relative membership inference: how often the target's likelihood ratio on x beats its ratio "
+    "on population points z (Zarifzadeh et al. 2024).",
+    params=[
+        Param("mode", str, "online", "online: Pr(x) from IN and OUT references; offline: OUT references and a",
+              choices=("online", "offline")),
+        Param("gamma", float, 1.0, "x beats z when (Pr(x|θ)/Pr(x)) / (Pr(z|θ)/Pr(z)) >= gamma",
+              low=0.0, low_inclusive=False),
+        Param("a", float, None, "offline only: Pr(x) = ((1+a) Pr_OUT(x) + 1-a)/2; unset: tuned on the references",
+              low=0.0, high=1.0),
+        Param("n_population", int, 5000, "at most this many population points z (random subsample)", low=1),
+        Param("tune_models", int, 4, "references used in turn as pseudo-target when tuning a (offline)",
+              low=1, high=64),
+        Param("seed", int, 0, "seed of the population subsample", low=0),
+        Param("equalize_refs", bool, True,
+              "use the same number of IN and of OUT references for every point (removes a count leak)"),
+    ],
+    needs="probabilities",
+    tasks=("classification",),
+)
+def rmia_attack(
+    data: AttackData,
+    mode: str = "online",
+    gamma: float = 1.0,
+    a: float | None = None,
+    n_population: int = 5000,
+    tune_models: int = 4,
+    seed: int = 0,
+    equalize_refs: bool = True,
+) -> AttackOutput:
+    """RMIA score: the fraction of population points ``z`` that ``x`` dominates.
+
+    With ``Pr(x|θ) = p_y(x)`` the target's true-class probability and ``Pr(x)`` its average over reference
+    models, the pairwise likelihood ratio is ``LR(x, z) = (Pr(x|θ) / Pr(x)) / (Pr(z|θ) / Pr(z))`` and
+
+        ``score(x) = |{z : LR(x, z) ≥ γ}| / |Z|``
+
+    (Zarifzadeh et al. 2024, Eq. 3–4). ``Pr(x)``:
+
+    - online: ``½ (mean over IN references + mean over OUT references)`` of ``p_y(x)`` — the paper's mean over
+      references with IN and OUT balanced, kept balanced when the split is not (see :func:`_log_pr_x`);
+    - offline: ``((1 + a) Pr_OUT(x) + (1 − a)) / 2`` from the OUT references only (paper, Sec. 3 / App.).
+
+    ``Pr(z)`` is the mean over all references (all OUT for ``z``), with the same ``a`` correction offline.
+    ``a = 1`` gives the plain ratio to ``Pr_OUT``. Unset ``a`` (offline) is tuned on the references by
+    :func:`tune_a`. With ``equalize_refs`` (default) the means over IN and over OUT references use the same
+    number of references for every point (see :func:`attacks.lira.equal_count_masks`: in the harness's
+    exactly-balanced design the counts otherwise differ by one between members and non-members, and the
+    log of a mean over fewer references is biased lower). Everything is computed from log-probabilities;
+    the pairwise count uses sorting (:func:`pairwise_fraction`). At most ``n_population`` population points
+    are used, drawn with ``seed``.
+
+    ``info``: ``rmia_n_population``, ``rmia_no_out_refs`` (offline: points without OUT reference, scored with
+    the mean over their IN references), and offline ``rmia_a`` (and ``rmia_tuned_auc`` when tuned).
+
+    Raises
+    ------
+    ValueError
+        Without population points, references, or (offline, ``a`` unset) at least 2 references to tune ``a``.
+    """
+    if data.population_target is None or len(data.population_labels) == 0:
+        raise ValueError(
+            "attack 'rmia' needs population points z (outputs of the target and references on data no model "
+            "trained on): build the AttackData with population_target/population_references/population_labels"
+        )
+    if data.n_references == 0:
+        raise ValueError("attack 'rmia' needs reference models; run it with at least 2 models (protocol.n_models)")
+    n_pop = len(data.population_labels)
+    chosen = np.arange(n_pop)
+    if n_pop > n_population:
+        chosen = np.sort(np.random.default_rng(seed).choice(n_pop, n_population, replace=False))
+    pop_labels = np.asarray(data.population_labels)[chosen]
+    log_p_t, _ = true_class_log_probs(data.target, data.labels)
+    log_p_r, _ = true_class_log_probs(data.references, data.labels)
+    log_p_tz, _ = true_class_log_probs(np.asarray(data.population_target)[chosen], pop_labels)
+    log_p_rz, _ = true_class_log_probs(np.asarray(data.population_references)[:, chosen], pop_labels)
+    keep = np.asarray(data.reference_keep, dtype=bool)
+
+    info: dict[str, float] = {"rmia_n_population": len(chosen)}
+    if mode == "offline":
+        if a is None:
+            if data.n_references < 2:
+                raise ValueError(
+                    "attack 'rmia' (offline) tunes 'a' on the references and needs at least 2 of them; "
+                    "set its parameter a explicitly or train more models (protocol.n_models)"
+                )
+            a, info["rmia_tuned_auc"] = tune_a(log_p_r, keep, log_p_rz, gamma, tune_models, equalize_refs)
+        info["rmia_a"] = float(a)
+    scores, n_no_out = rmia_scores(
+        log_p_t, log_p_r, keep, log_p_tz, log_p_rz, mode, gamma, 0.0 if a is None else a, equalize_refs
+    )
+    info["rmia_no_out_refs"] = n_no_out
+    return AttackOutput(scores, info)
