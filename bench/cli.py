@@ -162,7 +162,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if reason:
             row["skipped"] = reason
         else:
-            spec = ComponentSpec.make(name, component.validate({}))
+            spec = ComponentSpec.make(name, component.validate({}), component.validate({}))
             row.update(target_metrics(score_target(spec, audit, 0, calibration), audit.keep, 0, calibration))
         rows.append(row)
     table = pd.DataFrame(rows)

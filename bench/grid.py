@@ -218,7 +218,9 @@ def _component_axis(entries: Any, registry: Registry, where: str) -> list[Compon
             )
         component = registry.get(str(name))
         label = f"{where}: {registry.family[:-1]} {name!r}"
-        specs += [ComponentSpec.make(component.name, values) for values in _sweep(component.params, params, label)]
+        defaults = {p.name: p.default for p in component.params}
+        sweep = _sweep(component.params, params, label)
+        specs += [ComponentSpec.make(component.name, values, defaults) for values in sweep]
     return list(dict.fromkeys(specs))
 
 

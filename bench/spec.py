@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -38,14 +38,20 @@ def derive_seed(seed: int, *labels: Any) -> int:
 
 @dataclass(frozen=True)
 class ComponentSpec:
-    """A component name with its fully resolved parameters (defaults filled in)."""
+    """A component name with its fully resolved parameters (defaults filled in).
+
+    ``defaults`` (the registered defaults) only shortens :meth:`label`; it takes no part in keys or equality.
+    """
 
     name: str
     params: tuple[tuple[str, Any], ...] = ()
+    defaults: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
     @classmethod
-    def make(cls, name: str, params: Mapping[str, Any] | None = None) -> ComponentSpec:
-        return cls(name, tuple(sorted((params or {}).items())))
+    def make(
+        cls, name: str, params: Mapping[str, Any] | None = None, defaults: Mapping[str, Any] | None = None
+    ) -> ComponentSpec:
+        return cls(name, tuple(sorted((params or {}).items())), tuple(sorted((defaults or {}).items())))
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -55,8 +61,9 @@ class ComponentSpec:
         return {"name": self.name, "params": dict(self.params)}
 
     def label(self) -> str:
-        """``name`` or ``name(a=1,b=2)`` for the parameters that are set."""
-        shown = [f"{k}={v}" for k, v in self.params if v is not None]
+        """``name``, or ``name(a=1,b=2)`` with the parameters that differ from their defaults."""
+        defaults = dict(self.defaults)
+        shown = [f"{k}={v}" for k, v in self.params if v is not None and (k not in defaults or defaults[k] != v)]
         return f"{self.name}({','.join(shown)})" if shown else self.name
 
 

@@ -1,3 +1,3 @@
-"""Datasets, architectures, the membership protocol, and the training and observation of the M models."""
+"""Datasets, featurizers, architectures, the membership protocol, and the training and observation of the M models."""
 
-from targets import architectures, datasets  # noqa: F401  (registers)
+from targets import architectures, datasets, featurizers  # noqa: F401  (registers)

@@ -1,18 +1,42 @@
 """Model architectures: each registered factory builds one ``nn.Module`` from the input shape.
 
-The ensemble trainer stacks ``n_models`` instances of it, so an architecture never needs to know that it is
-trained as part of an ensemble. No BatchNorm anywhere: it mixes samples, which DP-SGD cannot allow.
+A factory is called as ``factory(input_shape, n_outputs, **params)``. ``input_shape`` is the shape of one record:
+
+* a tuple for tensor inputs — ``(F,)`` for vectors, ``(C, H, W)`` for images;
+* a dict ``{key: per-record shape}`` for dict inputs — for a molecular graph
+  ``{"atoms": (A, F), "bonds": (A, A, B), "mask": (A,)}`` (see :mod:`targets.featurizers`), and ``forward``
+  then receives the dict of batched tensors.
+
+The ``accepts`` tag lists the input kinds ("vector", "image", "graph") an architecture can take. The ensemble
+trainer stacks ``n_models`` instances and runs them with ``torch.func.vmap``, so modules avoid in-place ops on
+their inputs, ``.item()`` and data-dependent Python control flow. No BatchNorm anywhere: it mixes samples, which
+DP-SGD cannot allow; GroupNorm or LayerNorm normalise within one record.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
+import torch
 from torch import nn
 
+from bench.errors import BenchError
 from bench.registry import ARCHITECTURES, Param
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+InputShape = tuple[int, ...] | Mapping[str, tuple[int, ...]]
+
+
+def _tensor_shape(input_shape: InputShape, architecture: str, suggestion: str) -> tuple[int, ...]:
+    """The per-record shape of a tensor input; a dict (graph) shape is refused with a hint."""
+    if isinstance(input_shape, Mapping):
+        raise BenchError(
+            f"architecture {architecture!r} takes vector or image inputs, but the dataset gives a dict of arrays "
+            f"({', '.join(input_shape)}); {suggestion}"
+        )
+    return tuple(int(d) for d in input_shape)
 
 
 @ARCHITECTURES.register(
@@ -20,8 +44,9 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
     description="Multinomial logistic regression (one linear layer).",
     accepts=("vector", "image"),
 )
-def logreg(input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), n_outputs))
+def logreg(input_shape: InputShape, n_outputs: int) -> nn.Module:
+    shape = _tensor_shape(input_shape, "logreg", "use mpnn for graphs, or a fingerprint featurization")
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), n_outputs))
 
 
 @ARCHITECTURES.register(
@@ -36,10 +61,11 @@ def logreg(input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
     accepts=("vector", "image"),
 )
 def mlp(
-    input_shape: tuple[int, ...], n_outputs: int, depth: int, width: int, activation: str, dropout: float
+    input_shape: InputShape, n_outputs: int, depth: int, width: int, activation: str, dropout: float
 ) -> nn.Module:
+    shape = _tensor_shape(input_shape, "mlp", "use mpnn for graphs, or a fingerprint featurization")
     layers: list[nn.Module] = [nn.Flatten()]
-    fan_in = math.prod(input_shape)
+    fan_in = math.prod(shape)
     for _ in range(depth):
         layers += [nn.Linear(fan_in, width), ACTIVATIONS[activation]()]
         if dropout > 0:
@@ -47,3 +73,140 @@ def mlp(
         fan_in = width
     layers.append(nn.Linear(fan_in, n_outputs))
     return nn.Sequential(*layers)
+
+
+# --- convolutional network for images ---------------------------------------------------------------------------
+
+
+def _groups(channels: int, most: int = 8) -> int:
+    """The largest number of GroupNorm groups, at most ``most``, that divides ``channels``."""
+    return max(g for g in range(1, min(most, channels) + 1) if channels % g == 0)
+
+
+class GlobalMeanPool(nn.Module):
+    """Mean over the spatial dimensions: ``[B, C, H, W] → [B, C]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(-2, -1))
+
+
+@ARCHITECTURES.register(
+    "cnn",
+    description="Convolutional network for images [C, H, W]: `depth` blocks of conv (`channels` filters, "
+    "`kernel_size`, same padding) → GroupNorm → ReLU → dropout; global mean pooling; a linear head.",
+    params=[
+        Param("channels", int, 32, "filters per convolution", low=1, high=1024),
+        Param("depth", int, 2, "number of convolution blocks", low=1, high=16),
+        Param("kernel_size", int, 3, "convolution kernel size (odd)", low=1, high=15),
+        Param("dropout", float, 0.0, "dropout rate after each block", low=0.0, high=1.0, high_inclusive=False),
+    ],
+    accepts=("image",),
+)
+def cnn(
+    input_shape: InputShape, n_outputs: int, channels: int, depth: int, kernel_size: int, dropout: float
+) -> nn.Module:
+    shape = _tensor_shape(input_shape, "cnn", "use mpnn for graphs")
+    if len(shape) != 3:
+        raise BenchError(
+            f"architecture 'cnn' needs image inputs shaped [C, H, W] per record, got {list(shape)}; use an image "
+            "dataset (inputs: image) or mlp/logreg for vectors"
+        )
+    if kernel_size % 2 == 0:
+        raise BenchError(f"architecture 'cnn': kernel_size={kernel_size} must be odd (same padding); use e.g. 3 or 5")
+    layers: list[nn.Module] = []
+    fan_in = shape[0]
+    for _ in range(depth):
+        layers += [
+            nn.Conv2d(fan_in, channels, kernel_size, padding=kernel_size // 2),
+            nn.GroupNorm(_groups(channels), channels),
+            nn.ReLU(),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        fan_in = channels
+    layers += [GlobalMeanPool(), nn.Linear(channels, n_outputs)]
+    return nn.Sequential(*layers)
+
+
+# --- message passing over dense padded graphs -------------------------------------------------------------------
+
+GRAPH_KEYS = ("atoms", "bonds", "mask")
+
+
+class MPNN(nn.Module):
+    """Message passing over a dense padded graph ``{"atoms": [B, A, F], "bonds": [B, A, A, K], "mask": [B, A]}``.
+
+    Atom states start as ``relu(W_in · atoms)``. Each of ``steps`` rounds sends along every bond of type ``k`` the
+    message ``W_k · h_j`` (one weight per bond type), sums them per receiving atom and updates
+    ``h_i ← LayerNorm(h_i + relu(U · h_i + Σ messages))``, then dropout. States of padded atoms (``mask`` 0) are
+    zeroed after every round and bonds are masked at both ends, so padding never reaches a real atom; the readout
+    (masked mean or sum over atoms) feeds an MLP head. Everything is elementwise or a contraction with no
+    data-dependent branch, so the module runs under ``torch.func.vmap`` and is invariant to the order of atoms.
+    """
+
+    def __init__(
+        self, atom_features: int, bond_types: int, n_outputs: int, hidden: int, steps: int, dropout: float,
+        readout: str,
+    ) -> None:
+        super().__init__()
+        self.readout = readout
+        self.embed = nn.Linear(atom_features, hidden)
+        self.message = nn.ParameterList(
+            [nn.Parameter(torch.empty(bond_types, hidden, hidden)) for _ in range(steps)]
+        )
+        self.update = nn.ModuleList([nn.Linear(hidden, hidden) for _ in range(steps)])
+        self.norm = nn.ModuleList([nn.LayerNorm(hidden) for _ in range(steps)])
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_outputs)
+        )
+        bound = 1.0 / math.sqrt(hidden)
+        for weight in self.message:
+            nn.init.uniform_(weight, -bound, bound)
+
+    def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        atoms, bonds, mask = x["atoms"], x["bonds"], x["mask"]
+        keep = mask.unsqueeze(-1)  # [B, A, 1]
+        bonds = bonds * mask[..., :, None, None] * mask[..., None, :, None]  # [B, A, A, K], padding cut off
+        h = torch.relu(self.embed(atoms)) * keep  # [B, A, H]
+        for weight, update, norm in zip(self.message, self.update, self.norm, strict=True):
+            per_type = torch.einsum("bjh,khg->bjkg", h, weight)  # message of atom j along a bond of type k
+            incoming = torch.einsum("bijk,bjkg->big", bonds, per_type)
+            h = norm(h + torch.relu(update(h) + incoming))
+            h = self.dropout(h) * keep
+        pooled = h.sum(dim=-2)
+        if self.readout == "mean":
+            pooled = pooled / mask.sum(dim=-1, keepdim=True).clamp_min(1.0)
+        return self.head(pooled)
+
+
+@ARCHITECTURES.register(
+    "mpnn",
+    description="Message-passing network over dense padded molecular graphs (features: graph): a message weight "
+    "per bond type, `steps` rounds with residual LayerNorm updates, masked mean or sum readout, an MLP head.",
+    params=[
+        Param("hidden", int, 64, "atom state size", low=1, high=4096),
+        Param("steps", int, 3, "message-passing rounds", low=1, high=16),
+        Param("dropout", float, 0.0, "dropout rate on atom states and in the head", low=0.0, high=1.0,
+              high_inclusive=False),
+        Param("readout", str, "mean", "pooling of atom states into one vector", choices=("mean", "sum")),
+    ],
+    accepts=("graph",),
+)
+def mpnn(
+    input_shape: InputShape, n_outputs: int, hidden: int, steps: int, dropout: float, readout: str
+) -> nn.Module:
+    """``input_shape`` is the dict ``{"atoms": (A, F), "bonds": (A, A, K), "mask": (A,)}`` of one record."""
+    if not isinstance(input_shape, Mapping) or not all(k in input_shape for k in GRAPH_KEYS):
+        got = list(input_shape) if isinstance(input_shape, Mapping) else f"a tensor shaped {list(input_shape)}"
+        raise BenchError(
+            f"architecture 'mpnn' needs graph inputs (a dict with {', '.join(GRAPH_KEYS)}), got {got}; use "
+            "features: graph, or mlp/logreg for fingerprints"
+        )
+    atoms, bonds = tuple(input_shape["atoms"]), tuple(input_shape["bonds"])
+    if len(atoms) != 2 or len(bonds) != 3:
+        raise BenchError(
+            f"architecture 'mpnn': per-record atoms must be [A, F] and bonds [A, A, K], got {list(atoms)} and "
+            f"{list(bonds)}; use targets.featurizers.graph to build the inputs"
+        )
+    return MPNN(atoms[-1], bonds[-1], n_outputs, hidden, steps, dropout, readout)

@@ -1,0 +1,245 @@
+"""Molecular featurizers built on RDKit: fingerprints (ECFP, MACCS, RDKit path) and dense padded graphs.
+
+Every featurizer takes a sequence of molecules, given as SMILES strings or as RDKit ``Mol`` objects, and returns
+float32 arrays with one row per molecule. :func:`featurize` is the entry point used by the dataset loaders: it
+parses the SMILES once (:func:`parse_smiles`), then dispatches by name through :data:`FEATURIZERS`.
+
+Fingerprints are float32 arrays ``[N, n_bits]`` (``[N, 167]`` for MACCS) holding 0/1 bits, or occurrence counts
+when ``counts`` is true. A graph is a dict of float32 arrays padded to the largest molecule (``A`` heavy atoms;
+hydrogens stay implicit and enter the atom features as a count)::
+
+    atoms  [N, A, ATOM_FEATURES]   per-atom features (see ATOM_FEATURE_NAMES); zero rows for padding
+    bonds  [N, A, A, len(BOND_TYPES)]  symmetric adjacency, one channel per bond type
+    mask   [N, A]                  1 for a real atom, 0 for padding
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rdkit import Chem, rdBase
+from rdkit.Chem import MACCSkeys, rdFingerprintGenerator
+
+from bench.errors import BenchError
+
+log = logging.getLogger(__name__)
+
+# --- parsing ---------------------------------------------------------------------------------------------------
+
+
+def parse_smiles(
+    smiles: Sequence[Any],
+    *,
+    row_names: Sequence[str] | None = None,
+    drop_invalid: bool = False,
+    source: str = "SMILES",
+) -> tuple[list[Chem.Mol], np.ndarray]:
+    """Parse every SMILES once; return the molecules and a boolean mask of the rows that parsed.
+
+    A row is invalid when RDKit rejects it, when it is empty, or when it is not a string (e.g. a missing value).
+    With ``drop_invalid=False`` the first invalid rows are named in a :class:`BenchError` (by ``row_names``,
+    e.g. "line 7", else by their 0-based index); with ``drop_invalid=True`` they are left out, and their count
+    and first rows are reported with :func:`warnings.warn` and the log.
+    """
+    names = list(row_names) if row_names is not None else [f"row {i}" for i in range(len(smiles))]
+    if len(names) != len(smiles):
+        raise ValueError(f"{len(names)} row names for {len(smiles)} SMILES")
+    mols: list[Chem.Mol] = []
+    ok = np.zeros(len(smiles), dtype=bool)
+    bad: list[str] = []
+    with rdBase.BlockLogs():  # RDKit would print one line per rejected SMILES; we report them ourselves
+        for i, s in enumerate(smiles):
+            mol = Chem.MolFromSmiles(s) if isinstance(s, str) and s.strip() else None
+            if mol is None or mol.GetNumAtoms() == 0:
+                bad.append(f"{names[i]}: {s!r}")
+                continue
+            ok[i] = True
+            mols.append(mol)
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        if not drop_invalid:
+            raise BenchError(
+                f"{source}: {len(bad)} of {len(smiles)} SMILES are invalid (RDKit cannot parse them) — {shown}; "
+                "fix or remove those rows, or set drop_invalid: true to drop them"
+            )
+        notice = f"{source}: dropped {len(bad)} of {len(smiles)} rows with invalid SMILES (drop_invalid=true) — {shown}"
+        log.warning(notice)
+        warnings.warn(notice, stacklevel=2)
+    return mols, ok
+
+
+def _as_mols(molecules: Sequence[str | Chem.Mol]) -> list[Chem.Mol]:
+    """Molecules as RDKit ``Mol`` objects: strings are parsed (invalid ones raise), ``Mol`` objects pass through."""
+    if all(isinstance(m, Chem.Mol) for m in molecules):
+        return list(molecules)
+    strings = [m for m in molecules if not isinstance(m, Chem.Mol)]
+    parsed = iter(parse_smiles(strings)[0])
+    return [m if isinstance(m, Chem.Mol) else next(parsed) for m in molecules]
+
+
+# --- fingerprints ----------------------------------------------------------------------------------------------
+
+
+def _generator_fingerprints(generator: Any, mols: list[Chem.Mol], n_bits: int, counts: bool) -> np.ndarray:
+    out = np.zeros((len(mols), n_bits), dtype=np.float32)
+    fingerprint = generator.GetCountFingerprintAsNumPy if counts else generator.GetFingerprintAsNumPy
+    for i, mol in enumerate(mols):
+        out[i] = fingerprint(mol)
+    return out
+
+
+def ecfp(molecules: Sequence[str | Chem.Mol], radius: int = 2, n_bits: int = 2048, counts: bool = False) -> np.ndarray:
+    """Extended-connectivity (Morgan) fingerprints ``[N, n_bits]``: radius 2 is ECFP4, radius 3 is ECFP6."""
+    generator = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
+    return _generator_fingerprints(generator, _as_mols(molecules), n_bits, counts)
+
+
+def rdkit_path(molecules: Sequence[str | Chem.Mol], n_bits: int = 2048, counts: bool = False) -> np.ndarray:
+    """RDKit path (Daylight-like) fingerprints ``[N, n_bits]``: linear and branched subgraphs of 1–7 bonds."""
+    generator = rdFingerprintGenerator.GetRDKitFPGenerator(fpSize=n_bits)
+    return _generator_fingerprints(generator, _as_mols(molecules), n_bits, counts)
+
+
+MACCS_BITS = 167
+
+
+def maccs(molecules: Sequence[str | Chem.Mol]) -> np.ndarray:
+    """The 166 MACCS structural keys as ``[N, 167]`` bits (RDKit's numbering: bit 0 is unused and always 0)."""
+    mols = _as_mols(molecules)
+    out = np.zeros((len(mols), MACCS_BITS), dtype=np.float32)
+    for i, mol in enumerate(mols):
+        out[i, list(MACCSkeys.GenMACCSKeys(mol).GetOnBits())] = 1.0
+    return out
+
+
+# --- graphs ----------------------------------------------------------------------------------------------------
+
+#: Elements with their own one-hot slot; any other element sets the "other" slot.
+ELEMENTS = ("C", "N", "O", "S", "F", "Cl", "Br", "I", "P", "B", "Si", "Se")
+DEGREES = (0, 1, 2, 3, 4, 5)  # 5 means "5 or more"
+FORMAL_CHARGES = (-1, 0, 1)  # plus an "other" slot
+HYBRIDIZATIONS = (
+    Chem.rdchem.HybridizationType.SP,
+    Chem.rdchem.HybridizationType.SP2,
+    Chem.rdchem.HybridizationType.SP3,
+)  # plus an "other" slot (S, SP3D, SP3D2, unspecified …)
+NUM_HS = (0, 1, 2, 3, 4)  # 4 means "4 or more"
+
+#: Bond channels of the adjacency; any other bond type (dative, zero-order …) is counted as single.
+BOND_TYPES = (
+    Chem.rdchem.BondType.SINGLE,
+    Chem.rdchem.BondType.DOUBLE,
+    Chem.rdchem.BondType.TRIPLE,
+    Chem.rdchem.BondType.AROMATIC,
+)
+
+ATOM_FEATURE_NAMES: tuple[str, ...] = (
+    *(f"element={e}" for e in ELEMENTS),
+    "element=other",
+    *(f"degree={d}" for d in DEGREES[:-1]),
+    f"degree>={DEGREES[-1]}",
+    *(f"charge={c:+d}" for c in FORMAL_CHARGES),
+    "charge=other",
+    "aromatic",
+    *(f"hybridization={h}" for h in HYBRIDIZATIONS),
+    "hybridization=other",
+    *(f"num_hs={h}" for h in NUM_HS[:-1]),
+    f"num_hs>={NUM_HS[-1]}",
+)
+ATOM_FEATURES = len(ATOM_FEATURE_NAMES)
+
+_ELEMENT_INDEX = {e: i for i, e in enumerate(ELEMENTS)}
+_CHARGE_INDEX = {c: i for i, c in enumerate(FORMAL_CHARGES)}
+_HYBRID_INDEX = {h: i for i, h in enumerate(HYBRIDIZATIONS)}
+_BOND_INDEX = {b: i for i, b in enumerate(BOND_TYPES)}
+
+
+def atom_features(atom: Chem.Atom) -> np.ndarray:
+    """One atom's feature vector (``ATOM_FEATURES`` floats, named by :data:`ATOM_FEATURE_NAMES`)."""
+    blocks = (
+        (_ELEMENT_INDEX.get(atom.GetSymbol(), len(ELEMENTS)), len(ELEMENTS) + 1),
+        (min(atom.GetDegree(), DEGREES[-1]), len(DEGREES)),
+        (_CHARGE_INDEX.get(atom.GetFormalCharge(), len(FORMAL_CHARGES)), len(FORMAL_CHARGES) + 1),
+        (int(atom.GetIsAromatic()), None),
+        (_HYBRID_INDEX.get(atom.GetHybridization(), len(HYBRIDIZATIONS)), len(HYBRIDIZATIONS) + 1),
+        (min(atom.GetTotalNumHs(), NUM_HS[-1]), len(NUM_HS)),
+    )
+    parts = []
+    for value, width in blocks:
+        if width is None:  # a plain flag
+            parts.append(np.array([value], dtype=np.float32))
+        else:
+            one_hot = np.zeros(width, dtype=np.float32)
+            one_hot[value] = 1.0
+            parts.append(one_hot)
+    return np.concatenate(parts)
+
+
+def graph(molecules: Sequence[str | Chem.Mol]) -> dict[str, np.ndarray]:
+    """Dense padded molecular graphs: ``{"atoms": [N, A, F], "bonds": [N, A, A, B], "mask": [N, A]}``."""
+    mols = _as_mols(molecules)
+    n_atoms = max((m.GetNumAtoms() for m in mols), default=0)
+    atoms = np.zeros((len(mols), n_atoms, ATOM_FEATURES), dtype=np.float32)
+    bonds = np.zeros((len(mols), n_atoms, n_atoms, len(BOND_TYPES)), dtype=np.float32)
+    mask = np.zeros((len(mols), n_atoms), dtype=np.float32)
+    single = _BOND_INDEX[Chem.rdchem.BondType.SINGLE]
+    for i, mol in enumerate(mols):
+        for atom in mol.GetAtoms():
+            atoms[i, atom.GetIdx()] = atom_features(atom)
+        mask[i, : mol.GetNumAtoms()] = 1.0
+        for bond in mol.GetBonds():
+            a, b = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+            channel = _BOND_INDEX.get(bond.GetBondType(), single)
+            bonds[i, a, b, channel] = bonds[i, b, a, channel] = 1.0
+    return {"atoms": atoms, "bonds": bonds, "mask": mask}
+
+
+# --- dispatch --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Featurizer:
+    """A named featurization of parsed molecules: ``fn(mols, n_bits, counts)`` and the input kind it yields."""
+
+    fn: Callable[[list[Chem.Mol], int, bool], np.ndarray | dict[str, np.ndarray]]
+    inputs: str
+    description: str
+
+
+FEATURIZERS: dict[str, Featurizer] = {
+    "ecfp4": Featurizer(lambda m, n, c: ecfp(m, 2, n, c), "vector", "Morgan fingerprint, radius 2 (ECFP4)"),
+    "ecfp6": Featurizer(lambda m, n, c: ecfp(m, 3, n, c), "vector", "Morgan fingerprint, radius 3 (ECFP6)"),
+    "maccs": Featurizer(lambda m, n, c: maccs(m), "vector", "166 MACCS keys (n_bits and counts ignored)"),
+    "rdkit_path": Featurizer(lambda m, n, c: rdkit_path(m, n, c), "vector", "RDKit path fingerprint"),
+    "graph": Featurizer(lambda m, n, c: graph(m), "graph", "dense padded graph (n_bits and counts ignored)"),
+}
+
+
+def featurize(
+    smiles: Sequence[Any],
+    features: str = "ecfp4",
+    n_bits: int = 2048,
+    counts: bool = False,
+    *,
+    row_names: Sequence[str] | None = None,
+    drop_invalid: bool = False,
+    source: str = "SMILES",
+) -> tuple[np.ndarray | dict[str, np.ndarray], np.ndarray]:
+    """Parse ``smiles`` once and featurize it with :data:`FEATURIZERS` ``[features]``.
+
+    Returns the features of the valid rows and the boolean mask of those rows in ``smiles`` (all true unless
+    ``drop_invalid`` dropped some; see :func:`parse_smiles` for how invalid rows are reported).
+    """
+    try:
+        featurizer = FEATURIZERS[features]
+    except KeyError:
+        raise BenchError(f"unknown molecular features {features!r}; choose one of {', '.join(FEATURIZERS)}") from None
+    mols, ok = parse_smiles(smiles, row_names=row_names, drop_invalid=drop_invalid, source=source)
+    if not mols:
+        raise BenchError(f"{source}: no valid molecule left to featurize; check the SMILES column")
+    return featurizer.fn(mols, n_bits, counts), ok
