@@ -187,7 +187,7 @@ def _metric_attack(data: AttackData, name: str, value, thresholds: str) -> Attac
 @ATTACKS.register(
     "correctness",
     description="Member iff the target predicts the true class (Song & Mittal 2021; Yeom et al. 2018).",
-    needs="probabilities",
+    needs="labels",
     tasks=("classification",),
 )
 def correctness_attack(data: AttackData) -> np.ndarray:

@@ -162,6 +162,7 @@ def tune_a(
               "use the same number of IN and of OUT references for every point (removes a count leak)"),
     ],
     needs="probabilities",
+    needs_population=True,
     tasks=("classification",),
 )
 def rmia_attack(

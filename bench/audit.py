@@ -15,7 +15,7 @@ import numpy as np
 from attacks.base import AttackData, AttackOutput
 from bench.errors import BenchError
 from bench.metrics import attack_metrics, best_threshold, epsilon_at_threshold, epsilon_threshold, roc_curve
-from bench.registry import ATTACKS
+from bench.registry import ATTACKS, Component
 from bench.spec import ComponentSpec
 
 #: δ of the empirical ε lower bound (95 % Clopper–Pearson) stored for every attack.
@@ -64,6 +64,19 @@ class Audit:
             target_robustness=self.robustness[target] if has_robustness else None,
             reference_robustness=self.robustness[refs] if has_robustness else None,
         )
+
+
+def skip_reason(
+    attack: Component, release: str, has_population: bool = True, can_query: bool = True
+) -> str | None:
+    """Why ``attack`` cannot run on this release (it needs what the release or the audit lacks), or None."""
+    if attack.tags.get("needs", "probabilities") == "probabilities" and release != "probabilities":
+        return f"needs probabilities; the release shows {release} only"
+    if attack.tags.get("needs_population") and not has_population:
+        return "needs population records (outputs on data no model trained on)"
+    if attack.tags.get("queries") == "perturbed_labels" and not can_query:
+        return "needs label-only queries of the models on perturbed records"
+    return None
 
 
 def calibration_models(n_models: int, target: int, k: int) -> list[int]:

@@ -142,7 +142,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from bench.audit import calibration_models, load_outputs, score_target, target_metrics
+    from bench.audit import calibration_models, load_outputs, score_target, skip_reason, target_metrics
     from bench.registry import ATTACKS
     from bench.spec import ComponentSpec
 
@@ -158,7 +158,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for name in names:
         component = ATTACKS.get(name)
         row: dict = {"attack": name}
-        reason = skip_reason(component, audit)
+        reason = skip_reason(component, "probabilities", audit.population_outputs is not None, can_query=False)
         if reason:
             row["skipped"] = reason
         else:
@@ -175,17 +175,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
         table.to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")
     return 0
-
-
-def skip_reason(component, audit) -> str | None:
-    """Why an attack cannot run on this audit (it needs something the release or the file lacks), or None."""
-    if "classification" not in component.tags.get("tasks", ("classification",)):
-        return "regression attack on classification outputs"
-    if component.tags.get("needs_population") and audit.population_outputs is None:
-        return "needs the population_* arrays"
-    if component.tags.get("queries") == "perturbed_labels":
-        return "needs label-only queries of the models on perturbed records, which an outputs file cannot give"
-    return None
 
 
 COMMANDS = {"audit": cmd_audit, "grid": cmd_grid, "list": cmd_list}

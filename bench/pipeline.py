@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.audit import Audit, calibration_models, score_target, target_metrics, union_metrics
+from bench.audit import Audit, calibration_models, score_target, skip_reason, target_metrics, union_metrics
 from bench.cache import Cache, stage_key
 from bench.errors import BenchError
 from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
 from bench.spec import Cell, ComponentSpec, Union, derive_seed
 from targets.datasets import Dataset
-from targets.ensemble import ENGINES, Ensemble, Inputs
+from targets.ensemble import Ensemble, Inputs
 from targets.membership import membership_matrix, split_pool_test
 
 INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "X/bonds", ...
@@ -96,9 +96,12 @@ class CellRun:
     @cached_property
     def models_key(self) -> str:
         c = self.cell
+        # a release-only defense trains exactly as no defense: its cells share the undefended models
+        trained_as = ComponentSpec("none") if self.defense.release_only else c.defense
+        defense = self._versioned(trained_as, DEFENSES)
         return self._key(
             "models", features=self.features_key, split=self.split_key,
-            architecture=self._versioned(c.architecture, ARCHITECTURES), defense=self._versioned(c.defense, DEFENSES),
+            architecture=self._versioned(c.architecture, ARCHITECTURES), defense=defense,
             training=c.training_params, seed=c.seed,
         )
 
@@ -165,7 +168,8 @@ class CellRun:
         build = ARCHITECTURES.get(spec.name).obj
         X = self.inputs(np.arange(1))
         input_shape = {k: tuple(v.shape[1:]) for k, v in X.items()} if isinstance(X, dict) else tuple(X.shape[1:])
-        return lambda: build(input_shape, int(features["n_classes"]), **spec.kwargs)
+        kwargs = {**spec.kwargs, **self.defense.architecture_overrides()}
+        return lambda: build(input_shape, int(features["n_classes"]), **kwargs)
 
     def models(self) -> dict[str, torch.Tensor]:
         def compute() -> dict[str, torch.Tensor]:
@@ -175,31 +179,41 @@ class CellRun:
             ensemble = Ensemble.initialise(
                 self._factory(f), self.protocol["n_models"], derive_seed(self.cell.seed, "models"), self.device
             )
-            training = self.cell.training_params
-            train = ENGINES[training.pop("engine")]
-            history = train(
-                ensemble, X, y, s["keep"], self.defense.loss, seed=derive_seed(self.cell.seed, "training"), **training
+            log = self.defense.train(
+                ensemble, X, y, s["keep"], seed=derive_seed(self.cell.seed, "training"), **self.cell.training_params
             )
-            return {**ensemble.state(), "history.loss": torch.from_numpy(history)}
+            return {
+                **ensemble.state(), "history.loss": torch.from_numpy(log.history),
+                **{f"info.{k}": torch.tensor(float(v), dtype=torch.float64) for k, v in log.info.items()},
+            }
 
         return self._stage("models", self.models_key, "tensors", compute, self.cell.models_spec())
+
+    def _ensemble(self) -> Ensemble:
+        """The trained models, rebuilt from the cached weights."""
+        state = {k: v for k, v in self.models().items() if k.startswith(("param.", "buffer."))}
+        return Ensemble.from_state(self._factory(self.features()), state, self.device)
+
+    def training_info(self) -> dict[str, float]:
+        """Scalar facts the training reported (e.g. the ε a private training reached)."""
+        return {k[len("info."):]: float(v) for k, v in self.models().items() if k.startswith("info.")}
 
     def observations(self) -> dict[str, np.ndarray]:
         def compute() -> dict[str, np.ndarray]:
             f, s = self.features(), self.split()
-            state = {k: v for k, v in self.models().items() if not k.startswith("history.")}
-            ensemble = Ensemble.from_state(self._factory(f), state, self.device)
+            ensemble = self._ensemble()
             log_probs = torch.log_softmax(ensemble.predict(self.inputs()).double(), dim=-1).float().cpu().numpy()
-            predicted = log_probs.argmax(-1)
-            y = f["y"]
-            correct = predicted == y[None, :]
-            pool_correct, keep = correct[:, s["pool"]], s["keep"]
             rng = np.random.default_rng(derive_seed(self.cell.seed, "release"))
+            pool = self.defense.release(log_probs[:, s["pool"]], rng)
+            test = self.defense.release(log_probs[:, s["test"]], rng)
+            # utility is that of what is released (a release may change a prediction, e.g. by rounding ties)
+            y, keep = f["y"], s["keep"]
+            pool_correct = pool.argmax(-1) == y[s["pool"]]
             return {
-                "pool": self.defense.release(log_probs[:, s["pool"]], rng),
-                "test": self.defense.release(log_probs[:, s["test"]], rng),
+                "pool": pool,
+                "test": test,
                 "train_accuracy": (pool_correct & keep).sum(1) / keep.sum(1),
-                "test_accuracy": correct[:, s["test"]].mean(1),
+                "test_accuracy": (test.argmax(-1) == y[s["test"]]).mean(1),
             }
 
         return self._stage(
@@ -217,8 +231,7 @@ class CellRun:
 
         def compute() -> dict[str, np.ndarray]:
             f, s = self.features(), self.split()
-            state = {k: v for k, v in self.models().items() if not k.startswith("history.")}
-            ensemble = Ensemble.from_state(self._factory(f), state, self.device)
+            ensemble = self._ensemble()
             X = self.inputs(s["pool"])
             if isinstance(X, dict):
                 raise BenchError("label-only robustness queries need vector or image inputs, not graphs")
@@ -254,6 +267,7 @@ class CellRun:
             return {
                 "train_accuracy": float(obs["train_accuracy"][target]),
                 "test_accuracy": float(obs["test_accuracy"][target]),
+                **self.training_info(),
                 **target_metrics(
                     self.scores(attack, target), self.split()["keep"], target, self.calibration_models(target)
                 ),
@@ -269,11 +283,15 @@ class CellRun:
         computed_before = sum(self.cache.misses.values())
         rows, samples = [], []
         for attack in self.cell.attacks:
+            reason = skip_reason(ATTACKS.get(attack.name), self.defense.releases)
             for target in range(self.protocol["n_targets"]):
                 row = {**self.cell.columns(), "cell": self.cell.label, "attack": attack.name}
                 row.update({f"attack.{k}": v for k, v in attack.params})
                 row["attack_key"] = attack.label()
                 row["target"] = target
+                if reason:
+                    rows.append({**row, "skipped": reason})
+                    continue
                 row.update(self.metrics(attack, target))
                 rows.append(row)
                 samples.append(self._samples(attack, target))
@@ -281,7 +299,8 @@ class CellRun:
             for target in range(self.protocol["n_targets"]):
                 rows.append(self._union_row(union, target))
         cached = sum(self.cache.misses.values()) == computed_before
-        return CellResult(self.cell, rows, pd.concat(samples, ignore_index=True), cached)
+        samples_table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
+        return CellResult(self.cell, rows, samples_table, cached)
 
     def _union_row(self, union: Union, target: int) -> dict[str, Any]:
         """The union's store row for one target, from the cached scores of its attacks."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -113,10 +113,21 @@ def minibatch_indices(keep: np.ndarray, batch_size: int, rng: np.random.Generato
     return batches.reshape(len(members), steps, batch_size).transpose(1, 0, 2)
 
 
-def _optimizer(params: list[torch.Tensor], optimizer: str, lr: float, momentum: float) -> torch.optim.Optimizer:
+@dataclass(frozen=True)
+class TrainingLog:
+    """What a training run reports: the mean loss per epoch and model ``[epochs, M]`` and scalar facts
+    (for example the ε a private training reached), which become columns of the results store."""
+
+    history: np.ndarray
+    info: dict[str, float] = field(default_factory=dict)
+
+
+def _optimizer(
+    params: list[torch.Tensor], optimizer: str, lr: float, momentum: float, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
     if optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def _epochs_of_minibatches(keep: np.ndarray, batch_size: int, epochs: int, seed: int) -> list[np.ndarray]:
@@ -137,7 +148,8 @@ def train_ensemble(
     optimizer: str,
     momentum: float,
     seed: int,
-) -> np.ndarray:
+    weight_decay: float = 0.0,
+) -> TrainingLog:
     """Train every model of ``ensemble`` on its own members of the pool ``(X, y)``, all in one computation.
 
     Parameters
@@ -147,13 +159,15 @@ def train_ensemble(
         minimises their sum: the models share no parameter, so each gets exactly its own gradient.
     seed
         Seeds the minibatch order (NumPy) and dropout (torch) of this training run.
+    weight_decay
+        L2 penalty of the optimizer (the ``l2`` defense).
 
     Returns
     -------
-    numpy.ndarray
+    TrainingLog
         Mean training loss per epoch and model, ``[epochs, M]``.
     """
-    opt = _optimizer(list(ensemble.params.values()), optimizer, lr, momentum)
+    opt = _optimizer(list(ensemble.params.values()), optimizer, lr, momentum, weight_decay)
     history = np.zeros((epochs, ensemble.n_models), dtype=np.float32)
     device = y.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -167,7 +181,7 @@ def train_ensemble(
                 opt.step()
                 total += losses.detach()
             history[epoch] = (total / len(batches)).cpu().numpy()
-    return history
+    return TrainingLog(history)
 
 
 def train_loop(
@@ -183,7 +197,8 @@ def train_loop(
     optimizer: str,
     momentum: float,
     seed: int,
-) -> np.ndarray:
+    weight_decay: float = 0.0,
+) -> TrainingLog:
     """The reference implementation of :func:`train_ensemble`: the same work, one model after the other.
 
     Same initialisation, minibatches and optimizer; only dropout masks differ (they are drawn per model
@@ -199,7 +214,7 @@ def train_loop(
         for m in range(ensemble.n_models):
             params = {k: v[m].detach().clone().requires_grad_(True) for k, v in ensemble.params.items()}
             buffers = {k: v[m] for k, v in ensemble.buffers.items()}
-            opt = _optimizer(list(params.values()), optimizer, lr, momentum)
+            opt = _optimizer(list(params.values()), optimizer, lr, momentum, weight_decay)
             for epoch, batches in enumerate(all_batches):
                 total = 0.0
                 for idx in batches[:, m]:
@@ -213,8 +228,8 @@ def train_loop(
             with torch.no_grad():
                 for k, v in params.items():
                     ensemble.params[k][m] = v
-    return history
+    return TrainingLog(history)
 
 
 #: How the M models of a cell are trained (the ``engine`` training setting).
-ENGINES: dict[str, Callable[..., np.ndarray]] = {"ensemble": train_ensemble, "loop": train_loop}
+ENGINES: dict[str, Callable[..., TrainingLog]] = {"ensemble": train_ensemble, "loop": train_loop}

@@ -60,7 +60,7 @@ def test_architecture_trains_and_predicts_as_a_vmapped_ensemble(name, kind):
     before = {k: v.clone() for k, v in ensemble.params.items()}
     keep = membership_matrix(n_models, n, seed=1)
     history = train_ensemble(ensemble, X, y, keep, Defense().loss, epochs=2, batch_size=8, lr=0.01,
-                             optimizer="adam", momentum=0.0, seed=2)
+                             optimizer="adam", momentum=0.0, seed=2).history
     assert history.shape == (2, n_models) and np.isfinite(history).all()
     assert all(not torch.equal(before[k], v) for k, v in ensemble.params.items())  # every parameter trained
 

@@ -35,7 +35,7 @@ def test_stacked_training_equals_training_each_model_alone():
     keep = membership_matrix(3, len(X), seed=2)
     kw = dict(epochs=4, batch_size=16, lr=0.01, optimizer="adam", momentum=0.0)
     ensemble = Ensemble.initialise(factory, 3, seed=7)
-    history = train_ensemble(ensemble, X, y, keep, Defense().loss, seed=11, **kw)
+    history = train_ensemble(ensemble, X, y, keep, Defense().loss, seed=11, **kw).history
 
     rng = np.random.default_rng(derive_seed(11, "minibatches"))
     epochs = [minibatch_indices(keep, 16, rng) for _ in range(4)]
@@ -96,7 +96,7 @@ def test_dict_inputs_train_and_predict():
     keep = membership_matrix(2, 40, seed=0)
     ens = Ensemble.initialise(DictInputs, 2, seed=0)
     history = train_ensemble(ens, X, y, keep, Defense().loss, epochs=20, batch_size=8, lr=0.05,
-                             optimizer="adam", momentum=0.0, seed=0)
+                             optimizer="adam", momentum=0.0, seed=0).history
     assert history[-1].max() < history[0].min()
     out = ens.predict(X, batch_size=16)
     assert out.shape == (2, 40, 2)
@@ -112,8 +112,8 @@ def test_loop_engine_matches_ensemble_without_dropout():
     keep = membership_matrix(4, len(X), seed=3)
     kw = dict(epochs=5, batch_size=16, lr=0.01, optimizer="adam", momentum=0.0, seed=5)
     stacked, looped = Ensemble.initialise(factory, 4, seed=1), Ensemble.initialise(factory, 4, seed=1)
-    h_stacked = train_ensemble(stacked, X, y, keep, Defense().loss, **kw)
-    h_looped = train_loop(looped, X, y, keep, Defense().loss, **kw)
+    h_stacked = train_ensemble(stacked, X, y, keep, Defense().loss, **kw).history
+    h_looped = train_loop(looped, X, y, keep, Defense().loss, **kw).history
     np.testing.assert_allclose(h_stacked, h_looped, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(stacked.predict(X), looped.predict(X), rtol=1e-4, atol=1e-5)
 
@@ -127,8 +127,8 @@ def test_loop_engine_matches_ensemble_statistically_with_dropout():
     def build():
         return mlp((5,), 3, depth=1, width=32, activation="relu", dropout=0.5)
 
-    h_stacked = train_ensemble(Ensemble.initialise(build, 16, seed=1), X, y, keep, Defense().loss, **kw)
-    h_looped = train_loop(Ensemble.initialise(build, 16, seed=1), X, y, keep, Defense().loss, **kw)
+    h_stacked = train_ensemble(Ensemble.initialise(build, 16, seed=1), X, y, keep, Defense().loss, **kw).history
+    h_looped = train_loop(Ensemble.initialise(build, 16, seed=1), X, y, keep, Defense().loss, **kw).history
     assert not np.allclose(h_stacked, h_looped)  # the masks really differ
     diff = h_stacked[-1] - h_looped[-1]
     # paired difference of final losses: mean within 3 standard errors of zero
