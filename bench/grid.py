@@ -164,19 +164,30 @@ def expand_grid(raw: Any, path: Path) -> Grid:
     return Grid(str(raw.get("name") or path.stem), path, tuple(kept), len(cells) - len(kept))
 
 
-def dataset_facts(spec: ComponentSpec) -> tuple[str, str]:
-    """The task and input kind of a dataset with these parameters, from its registration tags."""
+def dataset_facts(spec: ComponentSpec) -> tuple[str, str, int | None]:
+    """The task, input kind and number of classes (None if undeclared) of a dataset with these parameters,
+    from its registration tags (a tag may be a function of the parameters)."""
     tags = DATASETS.get(spec.name).tags
     facts = []
-    for tag, default in (("task", "classification"), ("inputs", "vector")):
+    for tag, default in (("task", "classification"), ("inputs", "vector"), ("n_classes", None)):
         value = tags.get(tag, default)
         facts.append(value(spec.kwargs) if callable(value) else value)
-    return facts[0], facts[1]
+    return facts[0], facts[1], facts[2]
 
 
 def check_compatible(cell: Cell, where: str) -> None:
     """Refuse, before anything runs, a cell whose architecture or attacks cannot handle its dataset."""
-    task, inputs = dataset_facts(cell.dataset)
+    task, inputs, n_classes = dataset_facts(cell.dataset)
+    defense = DEFENSES.get(cell.defense.name)
+    tasks = defense.tags.get("tasks", ("classification", "regression"))
+    if task not in tasks:
+        raise BenchError(
+            f"{where}: defense {cell.defense.name!r} applies to {' and '.join(tasks)} only, but dataset "
+            f"{cell.dataset.label()} is {task}; remove the defense or the dataset from the grid"
+        )
+    problem = defense.obj.check(cell.defense.kwargs, task=task, n_classes=n_classes)
+    if problem:
+        raise BenchError(f"{where}: defense {cell.defense.label()} on dataset {cell.dataset.label()}: {problem}")
     accepts = ARCHITECTURES.get(cell.architecture.name).tags.get("accepts", ("vector",))
     if inputs not in accepts:
         raise BenchError(

@@ -104,6 +104,7 @@ def _molecule_params(default_features: str = "ecfp4") -> list[Param]:
     "scikit-learn's bundled file).",
     task="classification",
     inputs="vector",
+    n_classes=2,
     size=569,
 )
 def breast_cancer() -> Dataset:
@@ -119,6 +120,7 @@ def breast_cancer() -> Dataset:
     "scikit-learn's bundled file).",
     task="classification",
     inputs="image",
+    n_classes=10,
     size=1797,
 )
 def digits() -> Dataset:
@@ -135,6 +137,7 @@ def digits() -> Dataset:
     "one year, standardized; regression; scikit-learn's bundled file).",
     task="regression",
     inputs="vector",
+    n_classes=1,
     size=442,
 )
 def diabetes() -> Dataset:
@@ -209,6 +212,7 @@ def chembl_table() -> tuple[list[str], np.ndarray, list[str], str]:
     ],
     task=_task_tag,
     inputs=lambda p: FEATURIZERS[p["features"]].inputs,
+    n_classes=lambda p: 2 if p["task"] == "classification" else 1,
     size=1017,
 )
 def chembl_activity(
@@ -256,6 +260,7 @@ SYNTHETIC_DENSITY = 0.2
     ],
     task="classification",
     inputs="vector",
+    n_classes=lambda p: p["n_classes"],
 )
 def synthetic_purchase(
     n_records: int = 2000, n_features: int = 600, n_classes: int = 100, flip: float = 0.36, seed: int = 0
