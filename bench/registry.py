@@ -169,13 +169,21 @@ class Component:
         return validate_params(self.params, given, where or f"{self.family[:-1]} {self.name!r}")
 
     def describe(self) -> dict[str, Any]:
+        """Name, description, parameters and tags; a tag that depends on the parameters is shown at the defaults."""
+        defaults = {p.name: p.default for p in self.params}
+        tags = {}
+        for key, value in self.tags.items():
+            if callable(value):
+                key, value = f"{key} (at defaults)", value(defaults)
+            if isinstance(value, (str, int, float, bool, list, tuple)):
+                tags[key] = value
         return {
             "family": self.family,
             "name": self.name,
             "description": self.description,
             "params": [p.describe() for p in self.params],
             "version": self.version,
-            **{k: v for k, v in self.tags.items() if isinstance(v, (str, int, float, bool, list, tuple))},
+            **tags,
         }
 
 
