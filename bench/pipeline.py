@@ -20,6 +20,7 @@ import torch
 from bench.audit import Audit, calibration_models, score_target, skip_reason, target_metrics, union_metrics
 from bench.cache import Cache, stage_key
 from bench.errors import BenchError
+from bench.metrics import auc
 from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
 from bench.spec import Cell, ComponentSpec, Union, derive_seed
 from targets.datasets import Dataset
@@ -29,7 +30,7 @@ from targets.membership import membership_matrix, split_pool_test
 INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "X/bonds", ...
 
 STAGE_VERSIONS = {
-    "features": 1, "split": 1, "models": 1, "observations": 1, "scores": 1, "metrics": 2,
+    "features": 1, "split": 1, "models": 1, "observations": 2, "scores": 1, "metrics": 3,
     "robustness": 1,
 }
 
@@ -214,6 +215,7 @@ class CellRun:
                 "test": test,
                 "train_accuracy": (pool_correct & keep).sum(1) / keep.sum(1),
                 "test_accuracy": (test.argmax(-1) == y[s["test"]]).mean(1),
+                "test_roc_auc": roc_auc_per_model(test, y[s["test"]]),
             }
 
         return self._stage(
@@ -267,6 +269,7 @@ class CellRun:
             return {
                 "train_accuracy": float(obs["train_accuracy"][target]),
                 "test_accuracy": float(obs["test_accuracy"][target]),
+                "test_roc_auc": float(obs["test_roc_auc"][target]),
                 **self.training_info(),
                 **target_metrics(
                     self.scores(attack, target), self.split()["keep"], target, self.calibration_models(target)
@@ -324,6 +327,14 @@ class CellRun:
             "label": self.features()["y"][s["pool"]].astype(np.float64), "member": s["keep"][target],
             "score": self.scores(attack, target)["target"],
         })
+
+
+def roc_auc_per_model(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each model's ROC-AUC on a binary task: how well its probability of class 1 ranks the true class-1 records
+    above the others ``[M]``; NaN for more than two classes or a test set with one class."""
+    if log_probs.shape[-1] != 2 or len(np.unique(labels)) != 2:
+        return np.full(len(log_probs), np.nan)
+    return np.array([auc(model[:, 1], labels == 1) for model in log_probs])
 
 
 def run_cell(cell: Cell, cache_dir: str, force: bool, device: str) -> CellResult:

@@ -36,6 +36,7 @@ def test_grid_writes_one_row_per_cell_attack_target_and_rerun_is_cached(tiny_gri
                    "tpr_at_fpr_0", "tpr_at_fpr_0.1pct", "tpr_at_fpr_1pct"]:
         assert column in first.columns
     assert first["auc"].between(0, 1).all() and first["test_accuracy"].gt(0.8).all()
+    assert first["test_roc_auc"].gt(0.9).all()  # the models rank malignant tumours well
     assert "0 entirely from the cache" in capsys.readouterr().err
 
     samples = read_samples(workdirs["results"])

@@ -153,3 +153,12 @@ def test_per_class_slices_flag_the_minority():
     assert (major["n"], major["n_members"], major["minority"], major["auc"]) == (8, 4, False, 1.0)
     assert (minor["n"], minor["minority"], minor["auc"], minor["tpr_at_fpr_0"]) == (4, True, 0.0, 0.0)
     assert major["share"] == pytest.approx(2 / 3)
+
+
+def test_roc_auc_per_model_on_binary_and_multiclass():
+    from bench.pipeline import roc_auc_per_model
+
+    log_probs = np.log(np.array([[[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], [[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]]]))
+    labels = np.array([0, 1, 0])
+    np.testing.assert_allclose(roc_auc_per_model(log_probs, labels), [1.0, 0.0])
+    assert np.isnan(roc_auc_per_model(np.zeros((2, 3, 3)), np.array([0, 1, 2]))).all()
