@@ -8,9 +8,11 @@ it is missing. Bump a stage's version whenever its code changes what it produces
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,7 +86,26 @@ class CellRun:
 
     @cached_property
     def features_key(self) -> str:
-        return self._key("features", dataset=self._versioned(self.cell.dataset, DATASETS))
+        return self._key(
+            "features", dataset=self._versioned(self.cell.dataset, DATASETS), files=self._file_digests()
+        )
+
+    def _file_digests(self) -> dict[str, str]:
+        """SHA-256 of the files a dataset reads (its ``files`` tag names the path parameters): an edited file
+        gets a new key instead of the cached features of its old content."""
+        spec = self.cell.dataset
+        digests = {}
+        for param in DATASETS.get(spec.name).tags.get("files", ()):
+            path = spec.kwargs.get(param)
+            if path is None or not Path(path).is_file():
+                digests[param] = "missing"  # the loader reports the missing file when it runs
+                continue
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            digests[param] = digest.hexdigest()
+        return digests
 
     @cached_property
     def split_key(self) -> str:

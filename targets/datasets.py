@@ -332,6 +332,7 @@ def _bad_rows(kind: str, lines: list[str], n: int, source: str, drop_invalid: bo
     ],
     task=_task_tag,
     inputs=lambda p: FEATURIZERS[p["features"]].inputs if p["smiles_col"] is not None else "vector",
+    files=("path",),
 )
 def csv(
     path: str | None = None,
@@ -449,6 +450,7 @@ def csv(
         Param("task", str, "classification", "classification or regression", choices=TASKS),
         Param("inputs", str, "vector", "vector: X[N, F]; image: X[N, C, H, W]", choices=("vector", "image")),
     ],
+    files=("path",),
     task=_task_tag,
     inputs=lambda p: p["inputs"],
 )

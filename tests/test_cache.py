@@ -117,3 +117,16 @@ def test_unwritable_cache_is_reported(tmp_path):
 
     with pytest.raises(BenchError, match="--cache-dir"):
         Cache(blocker / "cache").check_writable()
+
+
+def test_an_edited_user_file_gets_new_features(tmp_path):
+    from bench.grid import expand_grid
+    from tests.conftest import TINY_GRID
+
+    data = tmp_path / "data.csv"
+    data.write_text("a,b,label\n1,2,0\n3,4,1\n")
+    raw = {**TINY_GRID, "datasets": [{"name": "csv", "params": {"path": str(data)}}], "architectures": ["logreg"]}
+    before = CellRun(expand_grid(raw, tmp_path / "g.yaml").cells[0], Cache(tmp_path)).features_key
+    assert CellRun(expand_grid(raw, tmp_path / "g.yaml").cells[0], Cache(tmp_path)).features_key == before
+    data.write_text("a,b,label\n1,2,0\n3,5,1\n")
+    assert CellRun(expand_grid(raw, tmp_path / "g.yaml").cells[0], Cache(tmp_path)).features_key != before
