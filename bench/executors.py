@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -29,6 +31,88 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+Outcome = tuple[Cell, "CellResult | Exception"]
+
+
+def _in_process(cells: Sequence[Cell], run: dict[str, Any], **_: Any) -> Iterator[Outcome]:
+    for cell in cells:
+        try:
+            yield cell, run_cell(cell, **run)
+        except (CellFailed, BenchError) as exc:
+            yield cell, exc
+
+
+def _process_pool(cells: Sequence[Cell], run: dict[str, Any], *, workers: int, **_: Any) -> Iterator[Outcome]:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = {pool.submit(run_cell, cell, **run): cell for cell in cells}
+        for future in as_completed(futures):
+            try:
+                yield futures[future], future.result()
+            except (CellFailed, BenchError) as exc:
+                yield futures[future], exc
+
+
+def _ray(
+    cells: Sequence[Cell], run: dict[str, Any], *, workers: int, ray_address: str | None,
+    num_cpus: float, num_gpus: float, retries: int, **_: Any,
+) -> Iterator[Outcome]:
+    """Cells as Ray tasks asking for ``num_cpus``/``num_gpus``; a failed task is retried ``retries`` times."""
+    try:
+        import ray
+    except ImportError:
+        raise BenchError("--executor ray needs Ray: pip install 'privbench[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        if ray_address and ray_address != "auto":
+            _check_reachable(ray_address)
+        try:
+            if ray_address:
+                ray.init(address=ray_address, log_to_driver=False)
+            else:  # a private local instance bound to localhost
+                ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False,
+                         _node_ip_address="127.0.0.1")
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise BenchError(
+                f"cannot reach the Ray cluster at {ray_address!r} ({exc}); check --ray-address or omit it "
+                "to start a local Ray"
+            ) from None
+    try:
+        task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=retries, retry_exceptions=True)(run_cell)
+        pending = {task.remote(cell, **run): cell for cell in cells}
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            cell = pending.pop(ref)
+            try:
+                yield cell, ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if isinstance(exc.cause, (CellFailed, BenchError)) else CellFailed(str(exc))
+                yield cell, cause
+            except ray.exceptions.RayError as exc:  # a worker or node died more often than the retries allow
+                yield cell, CellFailed(f"cell {cell.label} failed on Ray: {type(exc).__name__}: {exc}")
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast with a clear message when nothing listens at a ``host:port`` Ray address."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except (OSError, ValueError) as exc:
+        raise BenchError(
+            f"cannot reach the Ray cluster at {address!r} ({exc}); check --ray-address (host:port of the head "
+            "node) or omit it to start a local Ray"
+        ) from None
+
+
+#: ``--executor`` choices; ``local`` with ``--workers N > 1`` is the process pool.
+EXECUTORS = {"local": _in_process, "processes": _process_pool, "ray": _ray}
+
+
 def execute(
     cells: Sequence[Cell],
     on_result: Callable[[CellResult], None],
@@ -37,51 +121,37 @@ def execute(
     force: bool = False,
     device: str = "cpu",
     workers: int = 1,
+    executor: str = "local",
     progress: bool = True,
+    ray_address: str | None = None,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    retries: int = 1,
 ) -> RunSummary:
     """Run ``cells``, calling ``on_result`` in this (the driver) process as each one finishes.
 
-    A failing cell is recorded in the summary and the others go on; finished cells are never lost.
-    With ``workers > 1`` the cells run in a pool of spawned processes sharing ``torch``'s threads evenly.
+    A failing cell is recorded in the summary and the others go on; finished cells are never lost. Executors:
+    ``local`` runs in this process, or with ``workers > 1`` in a pool of spawned processes sharing torch's threads
+    evenly; ``ray`` runs each cell as a Ray task (on a cluster at ``ray_address``, else a local Ray), every
+    worker reading and writing the shared ``cache_dir``.
     """
+    if executor == "local" and workers > 1:
+        executor = "processes"
+    run = {"cache_dir": cache_dir, "force": force, "device": device}
     summary = RunSummary()
     bar = tqdm(total=len(cells), unit="cell", desc="cells", disable=not progress, dynamic_ncols=True)
-
-    def finished(result: CellResult) -> None:
-        on_result(result)
-        summary.done += 1
-        summary.cached += result.cached
-        bar.set_postfix(cached=summary.cached, failed=len(summary.failures), refresh=False)
-        bar.update()
-
-    def failed(cell: Cell, exc: Exception) -> None:
-        summary.failures.append((cell, exc))
-        bar.set_postfix(cached=summary.cached, failed=len(summary.failures), refresh=False)
-        bar.update()
-
     try:
-        if workers <= 1:
-            for cell in cells:
-                try:
-                    result = run_cell(cell, cache_dir, force, device)
-                except (CellFailed, BenchError) as exc:
-                    failed(cell, exc)
-                else:
-                    finished(result)
-        else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_init_worker, initargs=(threads,)
-            ) as pool:
-                futures = {pool.submit(run_cell, cell, cache_dir, force, device): cell for cell in cells}
-                for future in as_completed(futures):
-                    try:
-                        result = future.result()
-                    except (CellFailed, BenchError) as exc:
-                        failed(futures[future], exc)
-                    else:
-                        finished(result)
+        outcomes = EXECUTORS[executor](cells, run, workers=workers, ray_address=ray_address, num_cpus=num_cpus,
+                                       num_gpus=num_gpus, retries=retries)
+        for cell, outcome in outcomes:
+            if isinstance(outcome, Exception):
+                summary.failures.append((cell, outcome))
+            else:
+                on_result(outcome)
+                summary.done += 1
+                summary.cached += outcome.cached
+            bar.set_postfix(cached=summary.cached, failed=len(summary.failures), refresh=False)
+            bar.update()
     finally:
         bar.close()
     return summary

@@ -358,7 +358,7 @@ def roc_auc_per_model(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.array([auc(model[:, 1], labels == 1) for model in log_probs])
 
 
-def run_cell(cell: Cell, cache_dir: str, force: bool, device: str) -> CellResult:
+def run_cell(cell: Cell, *, cache_dir: str, force: bool, device: str) -> CellResult:
     """Run one cell in this process (the unit of work of every executor)."""
     try:
         return CellRun(cell, Cache(cache_dir, force=force), device).run()
