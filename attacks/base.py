@@ -28,6 +28,9 @@ class AttackData:
         Outputs of the target ``[P, C]`` and of the references ``[R, P, C]`` on ``P`` population points drawn
         from the same distribution and used to train none of the models (RMIA's ``z``), with their labels.
         ``None`` when the audit has no population.
+    task
+        ``"classification"`` (outputs are log-probabilities) or ``"regression"`` (outputs are predictions
+        ``[..., N, 1]`` and labels are the true values).
     target_robustness, reference_robustness
         For label-only attacks: the fraction of noisy queries around each pool point that the target ``[N]``
         and each reference ``[R, N]`` still label correctly; ``None`` unless an attack asked for them.
@@ -42,6 +45,7 @@ class AttackData:
     population_labels: np.ndarray | None = None
     target_robustness: np.ndarray | None = None
     reference_robustness: np.ndarray | None = None
+    task: str = "classification"
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -63,6 +67,12 @@ class AttackData:
     @property
     def n_references(self) -> int:
         return len(self.references)
+
+    def residuals(self) -> tuple[np.ndarray, np.ndarray]:
+        """Regression only: prediction − label of the target ``[N]`` and of the references ``[R, N]``."""
+        labels = np.asarray(self.labels, dtype=np.float64)
+        return (np.asarray(self.target, dtype=np.float64)[..., 0] - labels,
+                np.asarray(self.references, dtype=np.float64)[..., 0] - labels)
 
 
 @dataclass(frozen=True)

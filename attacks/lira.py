@@ -95,7 +95,7 @@ def _std(var: np.ndarray | float, min_std: float) -> np.ndarray:
               "use the same number of IN and of OUT references for every point (removes a count leak)"),
     ],
     needs="probabilities",
-    tasks=("classification",),
+    tasks=("classification", "regression"),
 )
 def lira_attack(
     data: AttackData,
@@ -147,8 +147,12 @@ def lira_attack(
             "attack 'lira' needs OUT reference values, but every reference was trained on every pool point; "
             "use a membership split where each point is OUT for some models"
         )
-    phi_t = log_odds(data.target, data.labels)
-    phi_r = log_odds(data.references, data.labels)
+    if data.task == "regression":  # members are fitted closer: φ = −|ŷ − y| (Gupta et al. 2021)
+        residual_t, residual_r = data.residuals()
+        phi_t, phi_r = -np.abs(residual_t), -np.abs(residual_r)
+    else:
+        phi_t = log_odds(data.target, data.labels)
+        phi_r = log_odds(data.references, data.labels)
     if equalize_refs:
         use_in, use_out, k_in, k_out = equal_count_masks(keep)
     else:

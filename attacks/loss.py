@@ -10,10 +10,13 @@ from bench.registry import ATTACKS
 
 @ATTACKS.register(
     "loss",
-    description="Negative cross-entropy loss of the target on each point (Yeom et al. 2018); needs no references.",
+    description="Negative loss of the target on each point (Yeom et al. 2018): cross-entropy, or the squared "
+    "residual for regression; needs no references.",
     needs="probabilities",
-    tasks=("classification",),
+    tasks=("classification", "regression"),
 )
 def loss_attack(data: AttackData) -> np.ndarray:
-    """Score = −loss(x) = log p_y(x), from the released log-probabilities."""
+    """Score = −loss(x): log p_y(x) from the released log-probabilities, or −(ŷ(x) − y)² for regression."""
+    if data.task == "regression":
+        return -data.residuals()[0] ** 2
     return -true_class_loss(data.target, data.labels)

@@ -19,8 +19,16 @@ from attacks.metric import clean_log_probs
 from bench.registry import ATTACKS, Param
 
 
-def attack_features(log_probs: np.ndarray, labels: np.ndarray, top_k: int) -> np.ndarray:
-    """Features ``[..., N, k + C]``: the ``k`` largest probabilities in decreasing order, then the one-hot label."""
+def attack_features(log_probs: np.ndarray, labels: np.ndarray, top_k: int, task: str = "classification") -> np.ndarray:
+    """Features ``[..., N, k + C]``: the ``k`` largest probabilities in decreasing order, then the one-hot label.
+
+    For regression (``log_probs`` holds predictions ``[..., N, 1]``): ``[prediction, label, residual]``
+    (Gupta et al. 2021).
+    """
+    if task == "regression":
+        pred = np.asarray(log_probs, dtype=np.float64)[..., 0]
+        y = np.broadcast_to(np.asarray(labels, dtype=np.float64), pred.shape)
+        return np.stack([pred, y, pred - y], axis=-1)
     probs = np.exp(clean_log_probs(log_probs))
     n_classes = probs.shape[-1]
     top = -np.sort(-probs, axis=-1)[..., : min(top_k, n_classes)]
@@ -30,8 +38,9 @@ def attack_features(log_probs: np.ndarray, labels: np.ndarray, top_k: int) -> np
 
 @ATTACKS.register(
     "nn",
-    description="MLP attack classifier trained on the references' sorted top-k probabilities and the label, "
-    "labelled by their membership (Shokri et al. 2017; Salem et al. 2019).",
+    description="MLP attack classifier trained on the references' sorted top-k probabilities and the label "
+    "(regression: prediction, label, residual), labelled by their membership (Shokri et al. 2017; Salem et al. "
+    "2019; Gupta et al. 2021).",
     params=[
         Param("top_k", int, 3, "number of largest probabilities used as features (clipped to the classes)",
               low=1),
@@ -41,7 +50,7 @@ def attack_features(log_probs: np.ndarray, labels: np.ndarray, top_k: int) -> np
         Param("seed", int, 0, "seed of the row subsample and of the MLP's initialisation and shuffling", low=0),
     ],
     needs="probabilities",
-    tasks=("classification",),
+    tasks=("classification", "regression"),
 )
 def nn_attack(
     data: AttackData, top_k: int = 3, hidden: int = 64, max_iter: int = 200, max_train: int = 20000, seed: int = 0
@@ -64,7 +73,7 @@ def nn_attack(
             "attack 'nn' needs reference models with both IN and OUT points to train on; "
             "run it with at least 2 models (protocol.n_models) and a membership split"
         )
-    X = attack_features(data.references, data.labels, top_k)
+    X = attack_features(data.references, data.labels, top_k, data.task)
     X = X.reshape(-1, X.shape[-1])
     rng = np.random.default_rng(seed)
     if len(X) > max_train:
@@ -80,4 +89,4 @@ def nn_attack(
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X, keep)
     member_column = list(model.classes_).index(True)
-    return model.predict_proba(attack_features(data.target, data.labels, top_k))[:, member_column]
+    return model.predict_proba(attack_features(data.target, data.labels, top_k, data.task))[:, member_column]

@@ -19,6 +19,20 @@ from bench.registry import ATTACKS, Param
 A_GRID = np.round(np.linspace(0.0, 1.0, 11), 10)
 
 
+def _gaussian_log_likelihoods(
+    data: AttackData, chosen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Regression: ``log Pr(x|θ) = −(ŷ_θ(x) − y)² / 2σ²`` (Gaussian likelihood of the label, constant dropped),
+    for the target and references on the pool and population points. ``σ²`` is the references' mean squared
+    residual on the population: one noise scale shared by every model."""
+    pop_y = np.asarray(data.population_labels, dtype=np.float64)[chosen]
+    pop_t = np.asarray(data.population_target, dtype=np.float64)[chosen, 0] - pop_y
+    pop_r = np.asarray(data.population_references, dtype=np.float64)[:, chosen, 0] - pop_y
+    residual_t, residual_r = data.residuals()
+    two_var = 2 * max(float(np.mean(pop_r**2)), 1e-12)
+    return -residual_t**2 / two_var, -residual_r**2 / two_var, -pop_t**2 / two_var, -pop_r**2 / two_var
+
+
 def _log_mean(log_values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``log`` of the mean of ``exp(log_values)`` over the rows ``[R, ·]`` where ``mask`` (−inf if none)."""
     count = mask.sum(0)
@@ -163,7 +177,7 @@ def tune_a(
     ],
     needs="probabilities",
     needs_population=True,
-    tasks=("classification",),
+    tasks=("classification", "regression"),
 )
 def rmia_attack(
     data: AttackData,
@@ -217,10 +231,13 @@ def rmia_attack(
     if n_pop > n_population:
         chosen = np.sort(np.random.default_rng(seed).choice(n_pop, n_population, replace=False))
     pop_labels = np.asarray(data.population_labels)[chosen]
-    log_p_t, _ = true_class_log_probs(data.target, data.labels)
-    log_p_r, _ = true_class_log_probs(data.references, data.labels)
-    log_p_tz, _ = true_class_log_probs(np.asarray(data.population_target)[chosen], pop_labels)
-    log_p_rz, _ = true_class_log_probs(np.asarray(data.population_references)[:, chosen], pop_labels)
+    if data.task == "regression":
+        log_p_t, log_p_r, log_p_tz, log_p_rz = _gaussian_log_likelihoods(data, chosen)
+    else:
+        log_p_t, _ = true_class_log_probs(data.target, data.labels)
+        log_p_r, _ = true_class_log_probs(data.references, data.labels)
+        log_p_tz, _ = true_class_log_probs(np.asarray(data.population_target)[chosen], pop_labels)
+        log_p_rz, _ = true_class_log_probs(np.asarray(data.population_references)[:, chosen], pop_labels)
     keep = np.asarray(data.reference_keep, dtype=bool)
 
     info: dict[str, float] = {"rmia_n_population": len(chosen)}

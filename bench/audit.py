@@ -47,6 +47,7 @@ class Audit:
     population_outputs: np.ndarray | None = None
     population_labels: np.ndarray | None = None
     robustness: np.ndarray | None = None
+    task: str = "classification"
 
     @property
     def n_models(self) -> int:
@@ -63,6 +64,7 @@ class Audit:
             population_labels=self.population_labels,
             target_robustness=self.robustness[target] if has_robustness else None,
             reference_robustness=self.robustness[refs] if has_robustness else None,
+            task=self.task,
         )
 
 

@@ -32,7 +32,7 @@ from targets.membership import membership_matrix, split_pool_test
 INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "X/bonds", ...
 
 STAGE_VERSIONS = {
-    "features": 1, "split": 1, "models": 1, "observations": 2, "scores": 1, "metrics": 3,
+    "features": 1, "split": 1, "models": 1, "observations": 3, "scores": 1, "metrics": 4,
     "robustness": 1,
 }
 
@@ -220,28 +220,38 @@ class CellRun:
         """Scalar facts the training reported (e.g. the ε a private training reached)."""
         return {k[len("info."):]: float(v) for k, v in self.models().items() if k.startswith("info.")}
 
+    @property
+    def task(self) -> str:
+        return str(self.features()["task"])
+
     def observations(self) -> dict[str, np.ndarray]:
+        """Every model's released outputs on the pool and test records, and its utility (``utility/<name>``).
+
+        Classification releases log-probabilities ``[M, N, C]``; regression releases predictions ``[M, N, 1]``.
+        Utility is that of what is released (a release may change a prediction, e.g. by rounding ties).
+        """
+
         def compute() -> dict[str, np.ndarray]:
             f, s = self.features(), self.split()
-            ensemble = self._ensemble()
-            log_probs = torch.log_softmax(ensemble.predict(self.inputs()).double(), dim=-1).float().cpu().numpy()
+            outputs = self._ensemble().predict(self.inputs()).double()
+            if self.task == "classification":
+                outputs = torch.log_softmax(outputs, dim=-1)
+            outputs = outputs.float().cpu().numpy()
             rng = np.random.default_rng(derive_seed(self.cell.seed, "release"))
-            pool = self.defense.release(log_probs[:, s["pool"]], rng)
-            test = self.defense.release(log_probs[:, s["test"]], rng)
-            # utility is that of what is released (a release may change a prediction, e.g. by rounding ties)
-            y, keep = f["y"], s["keep"]
-            pool_correct = pool.argmax(-1) == y[s["pool"]]
-            return {
-                "pool": pool,
-                "test": test,
-                "train_accuracy": (pool_correct & keep).sum(1) / keep.sum(1),
-                "test_accuracy": (test.argmax(-1) == y[s["test"]]).mean(1),
-                "test_roc_auc": roc_auc_per_model(test, y[s["test"]]),
-            }
+            pool = self.defense.release(outputs[:, s["pool"]], rng)
+            test = self.defense.release(outputs[:, s["test"]], rng)
+            y = f["y"]
+            utility = UTILITY[self.task](pool, y[s["pool"]], s["keep"], test, y[s["test"]])
+            return {"pool": pool, "test": test, **{f"utility/{k}": v for k, v in utility.items()}}
 
         return self._stage(
             "observations", self.observations_key, "arrays", compute, {"models": self.models_key}
         )
+
+    def utility(self, target: int) -> dict[str, float]:
+        """The target's utility columns (accuracies, or R² and MAE for regression)."""
+        obs = self.observations()
+        return {k.split("/", 1)[1]: float(v[target]) for k, v in obs.items() if k.startswith("utility/")}
 
     def calibration_models(self, target: int) -> list[int]:
         """The reference models whose own audits choose the target's thresholds."""
@@ -275,7 +285,7 @@ class CellRun:
         robustness = None
         if attack is not None and ATTACKS.get(attack.name).tags.get("queries") == "perturbed_labels":
             robustness = self.robustness(attack.kwargs["noise"], attack.kwargs["queries"])
-        return Audit(obs["pool"], s["keep"], y[s["pool"]], obs["test"], y[s["test"]], robustness)
+        return Audit(obs["pool"], s["keep"], y[s["pool"]], obs["test"], y[s["test"]], robustness, self.task)
 
     def scores(self, attack: ComponentSpec, target: int) -> dict[str, np.ndarray]:
         return self._stage(
@@ -286,11 +296,8 @@ class CellRun:
 
     def metrics(self, attack: ComponentSpec, target: int) -> dict[str, Any]:
         def compute() -> dict[str, Any]:
-            obs = self.observations()
             return {
-                "train_accuracy": float(obs["train_accuracy"][target]),
-                "test_accuracy": float(obs["test_accuracy"][target]),
-                "test_roc_auc": float(obs["test_roc_auc"][target]),
+                **self.utility(target),
                 **self.training_info(),
                 **target_metrics(
                     self.scores(attack, target), self.split()["keep"], target, self.calibration_models(target)
@@ -333,11 +340,9 @@ class CellRun:
         metrics, _ = union_metrics(
             scores, self.split()["keep"], target, self.calibration_models(target), union.max_fpr
         )
-        obs = self.observations()
         return {
             **self.cell.columns(), "cell": self.cell.label, "attack": "union", "attack_key": union.label(),
-            "target": target, "train_accuracy": float(obs["train_accuracy"][target]),
-            "test_accuracy": float(obs["test_accuracy"][target]), **metrics,
+            "target": target, **self.utility(target), **metrics,
         }
 
     def _samples(self, attack: ComponentSpec, target: int) -> pd.DataFrame:
@@ -348,6 +353,35 @@ class CellRun:
             "label": self.features()["y"][s["pool"]].astype(np.float64), "member": s["keep"][target],
             "score": self.scores(attack, target)["target"],
         })
+
+
+def classification_utility(
+    pool: np.ndarray, y_pool: np.ndarray, keep: np.ndarray, test: np.ndarray, y_test: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per model: accuracy on its own training members and on the test set, and the test ROC-AUC (binary)."""
+    pool_correct = pool.argmax(-1) == y_pool
+    return {
+        "train_accuracy": (pool_correct & keep).sum(1) / keep.sum(1),
+        "test_accuracy": (test.argmax(-1) == y_test).mean(1),
+        "test_roc_auc": roc_auc_per_model(test, y_test),
+    }
+
+
+def r2(predictions: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Coefficient of determination of predictions ``[..., N]``: 1 − SSE / SST."""
+    return 1 - ((predictions - y) ** 2).sum(-1) / ((y - y.mean()) ** 2).sum()
+
+
+def regression_utility(
+    pool: np.ndarray, y_pool: np.ndarray, keep: np.ndarray, test: np.ndarray, y_test: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per model: R² on its own training members and on the test set, and the test mean absolute error."""
+    pool, test = pool[..., 0].astype(np.float64), test[..., 0].astype(np.float64)
+    train = np.array([r2(p[k], y_pool[k]) for p, k in zip(pool, keep, strict=True)])
+    return {"train_r2": train, "test_r2": r2(test, y_test), "test_mae": np.abs(test - y_test).mean(-1)}
+
+
+UTILITY = {"classification": classification_utility, "regression": regression_utility}
 
 
 def roc_auc_per_model(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -56,7 +56,12 @@ class Defense:
         return {}
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean training loss per model: outputs ``[M, B, C]``, labels ``[M, B]`` → ``[M]``."""
+        """Mean training loss per model: outputs ``[M, B, C]``, labels ``[M, B]`` → ``[M]``.
+
+        Cross-entropy for class labels (integers); squared error for regression targets (floats, ``C = 1``).
+        """
+        if labels.is_floating_point():
+            return ((outputs[..., 0] - labels) ** 2).mean(dim=1)
         per_point = F.cross_entropy(outputs.flatten(0, 1), labels.flatten(), reduction="none")
         return per_point.view(labels.shape).mean(dim=1)
 
