@@ -1,7 +1,7 @@
-"""Command line: ``python -m bench grid|list``.
+"""Command line: ``python -m bench grid|audit|list|leaderboard|plot|check``.
 
-Exit codes: 0 success, 1 a cell failed while running, 2 bad input (one line on stderr naming the problem and
-the fix, never a traceback).
+Exit codes: 0 success, 1 a cell failed while running (``check``: a metric regressed), 2 bad input (one line on
+stderr naming the problem and the fix, never a traceback).
 """
 
 from __future__ import annotations
@@ -26,20 +26,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"privbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    grid = sub.add_parser("grid", help="run a grid of cells (datasets × architectures × defenses × attacks)")
+    running = argparse.ArgumentParser(add_help=False)
+    running.add_argument("--cache-dir", metavar="DIR",
+                         help="artifact cache (default: $PRIVBENCH_CACHE or ~/.cache/privbench)")
+    running.add_argument("--results", default="results", metavar="DIR",
+                         help="folder of the results store results.sqlite (default: %(default)s)")
+    running.add_argument("--force", action="store_true", help="recompute every stage instead of reading the cache")
+    running.add_argument("--workers", type=int, default=1, metavar="N",
+                         help="cells run at once: local processes, or the CPUs of a local Ray (default: 1)")
+    running.add_argument("--executor", default="local", choices=("local", "ray"),
+                         help="local: this process or a process pool; ray: Ray tasks (default: %(default)s)")
+    running.add_argument("--ray-address", metavar="HOST:PORT",
+                         help="an existing Ray cluster's head (default: start a local Ray bound to localhost)")
+    running.add_argument("--num-cpus", type=float, default=1.0, metavar="N", help="CPUs per Ray task (default: 1)")
+    running.add_argument("--num-gpus", type=float, default=None, metavar="N",
+                         help="GPUs per Ray task (default: 1 with --device cuda, else 0)")
+    running.add_argument("--retries", type=int, default=1, metavar="N",
+                         help="retries of a failed Ray task before it is reported (default: 1)")
+    running.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                         help="where models train: cuda if available with auto (default: %(default)s)")
+    running.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    grid = sub.add_parser("grid", parents=[running],
+                          help="run a grid of cells (datasets × architectures × defenses × attacks)")
     grid.add_argument("--grid", default="default", metavar="NAME|PATH",
                       help="a grid name under results/grids/ or a YAML file (default: %(default)s)")
     grid.add_argument("--dry-run", action="store_true", help="print the cells and their count; run nothing")
-    grid.add_argument("--cache-dir", metavar="DIR",
-                      help="artifact cache (default: $PRIVBENCH_CACHE or ~/.cache/privbench)")
-    grid.add_argument("--results", default="results", metavar="DIR",
-                      help="folder of the results store results.sqlite (default: %(default)s)")
-    grid.add_argument("--force", action="store_true", help="recompute every stage instead of reading the cache")
-    grid.add_argument("--workers", type=int, default=1, metavar="N",
-                      help="run cells in N local processes (default: 1, in this process)")
-    grid.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                      help="where models train: cuda if available with auto (default: %(default)s)")
-    grid.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    report = sub.add_parser(
+        "report", parents=[running],
+        help="run a study's grid (from the cache when it can) and write its report: `report molecules`",
+    )
+    report.add_argument("study", choices=("molecules",), help="the study")
+    report.add_argument("--grid", default="molecules", metavar="NAME|PATH",
+                        help="the study's grid (default: %(default)s)")
+    report.add_argument("--csv", metavar="FILE", help="run the study on your molecules: a CSV of SMILES and labels")
+    report.add_argument("--smiles-col", default="smiles", metavar="COL",
+                        help="SMILES column of --csv (default: %(default)s)")
+    report.add_argument("--label-col", default="label", metavar="COL", help="label column of --csv (default: label)")
+    report.add_argument("--out", metavar="DIR", help="where REPORT.md and plots go (default: RESULTS/molecules)")
 
     audit = sub.add_parser(
         "audit", help="attack outputs computed elsewhere (no training): one target and its reference models",
@@ -52,6 +77,47 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--calibration-models", type=int, default=2, metavar="K",
                        help="reference models audited in the target's place to choose thresholds (default: 2)")
     audit.add_argument("--csv", metavar="PATH", help="also write the metric table as CSV")
+
+    board = sub.add_parser(
+        "leaderboard", help="write LEADERBOARD.md and leaderboard.csv from the results store (no training)",
+        description="One row per dataset × architecture × defense setting (every seed and target pooled): test "
+        "accuracy, the strongest attack (highest mean TPR at 0.1 %% FPR, ties by AUC) with its TPR, AUC and balanced "
+        "accuracy (95 %% bootstrap CIs over target models), accountant and empirical ε, Pareto-optimal rows marked.",
+    )
+    board.add_argument("--results", default="results", metavar="DIR",
+                       help="folder of the results store results.sqlite (default: %(default)s)")
+    board.add_argument("--out", metavar="DIR", help="where to write the two files (default: the --results folder)")
+
+    plot = sub.add_parser(
+        "plot", help="draw accuracy–privacy frontiers, ROC curves, per-class and privacy-risk figures (PNG + SVG)",
+        description="Per dataset × architecture: the frontier of the strongest attack against test accuracy. Per "
+        "cell (every cell --cells selects; without it the first seed of each setting): ROC curves, per-class "
+        "vulnerability of the strongest attack, privacy-risk histogram with the riskiest records.",
+    )
+    plot.add_argument("--results", default="results", metavar="DIR",
+                      help="folder of the results store results.sqlite (default: %(default)s)")
+    plot.add_argument("--out", metavar="DIR", help="where to write the figures (default: <results>/plots)")
+    plot.add_argument("--cells", metavar="FILTER",
+                      help="cells to plot: comma-separated substrings of the cell label 'dataset / architecture / "
+                      "defense / seed=N', or shell patterns with * and ? matched against the whole label")
+    plot.add_argument("--per-target", action="store_true", help="one ROC curve per target instead of pooled")
+
+    check = sub.add_parser(
+        "check", help="compare the results store with a committed baseline; exit 1 on a regression",
+        description="Per setting × attack: mean test accuracy and mean AUC, TPR at 0.1 %% FPR and balanced accuracy. "
+        "A metric regresses when its new mean lies outside the baseline's 95 %% bootstrap CI widened by --slack, in "
+        "the bad direction (leakage up, utility down). Exit 0: no regression; 1: regressions (printed); 2: bad input.",
+    )
+    check.add_argument("--baseline", required=True, metavar="CSV", help="the baseline file (e.g. results/baseline.csv)")
+    check.add_argument("--results", default="results", metavar="DIR",
+                       help="folder of the results store results.sqlite (default: %(default)s)")
+    check.add_argument("--update-baseline", action="store_true",
+                       help="rewrite the baseline from the store (with --cells: only the selected settings' rows)")
+    check.add_argument("--cells", metavar="FILTER",
+                       help="settings to check: comma-separated substrings of 'dataset / architecture / defense "
+                       "[options]', or shell patterns with * and ?")
+    check.add_argument("--slack", type=float, default=0.01, metavar="X",
+                       help="absolute slack added to the baseline's CI (default: %(default)s)")
 
     lst = sub.add_parser("list", help="list registered components with their parameters")
     lst.add_argument("family", nargs="?", metavar="FAMILY",
@@ -95,7 +161,6 @@ def _device(requested: str) -> str:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from bench.cache import Cache, default_cache_dir
     from bench.grid import load_grid
 
     grid = load_grid(args.grid)
@@ -105,13 +170,25 @@ def cmd_grid(args: argparse.Namespace) -> int:
             print(f"{i:4d}  {cell.label}  [{cell.key}]  attacks: {attacks}")
         print(f"{len(grid.cells)} cells in grid {grid.name!r} ({grid.path}); {grid.n_excluded} excluded")
         return 0
-    if args.workers < 1:
-        raise BenchError(f"--workers must be at least 1, got {args.workers}")
+    return _run_grid(grid, args)
 
+
+def _run_grid(grid, args: argparse.Namespace) -> int:
+    """Run every cell of ``grid`` with the run options of ``args``, writing the store as cells finish."""
+    from bench.cache import Cache, default_cache_dir
     from bench.executors import execute
     from bench.store import ResultsStore
 
+    if args.workers < 1:
+        raise BenchError(f"--workers must be at least 1, got {args.workers}")
+    if args.retries < 0 or args.num_cpus <= 0 or (args.num_gpus is not None and args.num_gpus < 0):
+        raise BenchError("--retries and --num-gpus must be non-negative and --num-cpus positive")
     device = _device(args.device)
+    if args.executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise BenchError("--executor ray needs Ray: pip install 'privbench[ray]' (or use --executor local)")
     cache = Cache(args.cache_dir or default_cache_dir())
     cache.check_writable()
     store = ResultsStore(args.results)
@@ -124,7 +201,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
         grid.cells,
         lambda result: store.write_cell([{**row, "grid": grid.name} for row in result.rows], result.samples),
         cache_dir=str(cache.root), force=args.force, device=device, workers=args.workers,
-        progress=not args.quiet,
+        executor=args.executor, progress=not args.quiet, ray_address=args.ray_address, num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus if args.num_gpus is not None else float(device == "cuda"), retries=args.retries,
     )
     elapsed = time.perf_counter() - start
     print(
@@ -177,7 +255,124 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"audit": cmd_audit, "grid": cmd_grid, "list": cmd_list}
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench.leaderboard import build_leaderboard, read_rows, write_leaderboard
+
+    board = build_leaderboard(read_rows(args.results))
+    md, csv = write_leaderboard(board, args.out or args.results, source=str(args.results))
+    print(f"wrote {md} and {csv}: {len(board)} settings in {board['group'].nunique()} dataset × architecture groups, "
+          f"{int(board['pareto'].sum())} Pareto-optimal")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.leaderboard import build_leaderboard, read_rows
+    from bench.settings import filter_cells
+    from bench.store import read_samples
+
+    rows = filter_cells(read_rows(args.results), args.cells)
+    try:
+        samples = read_samples(args.results)
+        samples = samples[samples["cell_key"].isin(set(rows["cell_key"]))]
+    except BenchError:  # a store without the samples table: frontiers only
+        samples = None
+    if samples is not None and samples.empty:
+        samples = None
+    from bench.plots import make_plots
+
+    out = Path(args.out) if args.out else Path(args.results) / "plots"
+    written = make_plots(rows, build_leaderboard(rows), samples, out, cells=args.cells, per_target=args.per_target)
+    size = sum(p.stat().st_size for p in written)
+    print(f"wrote {len(written)} files ({size / 1e6:.2f} MB) in {out}"
+          + ("" if samples is not None else "; the store has no per-record samples: frontiers only"))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bench.check import (
+        check_same_cells,
+        compare,
+        format_report,
+        n_settings,
+        read_baseline,
+        select,
+        summarize,
+        updated_baseline,
+        write_baseline,
+    )
+    from bench.leaderboard import read_rows
+    from bench.settings import filter_cells
+
+    if args.slack < 0:
+        raise BenchError(f"--slack must be at least 0, got {args.slack}")
+    current = summarize(filter_cells(read_rows(args.results), args.cells, column="setting"))
+    if args.update_baseline:
+        table = updated_baseline(current, args.baseline, args.cells)
+        path = write_baseline(table, args.baseline)
+        print(f"wrote {path}: {len(table)} metrics of {n_settings(table)} settings")
+        return 0
+    baseline = select(read_baseline(args.baseline), args.cells)
+    check_same_cells(baseline, current, args.baseline)
+    table = compare(baseline, current, args.slack)
+    bad = table[table["status"].isin(["regression", "unmeasured"])]
+    improved = table[table["status"] == "improvement"]
+    settings = n_settings(table)
+    if len(bad):
+        print(f"{len(bad)} regression(s) against {args.baseline} (new mean outside the baseline's 95 % CI widened "
+              f"by {args.slack:g}, in the bad direction):")
+        print(format_report(bad))
+        return 1
+    print(f"no regression: {len(table)} metrics of {settings} settings within tolerance of {args.baseline} "
+          f"(baseline 95 % CI ± {args.slack:g})"
+          + (f"; {len(improved)} improved beyond it (consider --update-baseline)" if len(improved) else ""))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The molecule study: run its grid (on --csv molecules if given), then write the report from the store."""
+    from pathlib import Path
+
+    import yaml
+
+    from bench.grid import expand_grid, resolve_grid_path
+    from bench.store import read_samples, read_store
+    from bench.study import molecule_study, write_report
+
+    path = resolve_grid_path(args.grid)
+    raw = yaml.safe_load(path.read_text())
+    title = "Molecule study: ChEMBL activity (RDKit's CHEMBL2321810 assay)"
+    if args.csv:
+        if not Path(args.csv).is_file():
+            raise BenchError(f"no CSV file {args.csv}; give the path of a CSV with SMILES and labels")
+        features = raw["datasets"][0].get("params", {}).get("features", ["ecfp4"])
+        raw["datasets"] = [{"name": "csv", "params": {"path": str(Path(args.csv).resolve()), "task": "classification",
+                                                      "smiles_col": args.smiles_col, "label_col": args.label_col,
+                                                      "features": features}}]
+        raw["name"] = f"molecules-{Path(args.csv).stem}"
+        title = f"Molecule study: {Path(args.csv).name}"
+    grid = expand_grid(raw, path)
+    code = _run_grid(grid, args)
+    if code != 0:
+        return code
+    keys = {cell.key for cell in grid.cells}
+    rows = read_store(args.results)
+    rows = rows[rows["cell_key"].isin(keys)]
+    samples = read_samples(args.results)
+    study = molecule_study(rows, samples[samples["cell_key"].isin(keys)])
+    out = Path(args.out) if args.out else Path(args.results) / ("molecules" if not args.csv else raw["name"])
+    report = write_report(study, out, title)
+    for finding in study.findings:
+        print(f"{'HOLDS' if finding.holds else 'DOES NOT HOLD'}: {finding.claim}")
+    print(f"wrote {report}")
+    return 0
+
+
+COMMANDS = {
+    "audit": cmd_audit, "check": cmd_check, "grid": cmd_grid, "leaderboard": cmd_leaderboard, "list": cmd_list,
+    "plot": cmd_plot, "report": cmd_report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -111,8 +111,8 @@ def extra_datasets(monkeypatch):
 
 
 def test_an_attack_that_does_not_fit_the_task_is_refused_at_load(tmp_path, extra_datasets):
-    path = grid_with(tmp_path, datasets=["reg_only"], architectures=["mlp"])
-    message = "attack 'loss' supports classification only, but dataset reg_only is regression"
+    path = grid_with(tmp_path, datasets=["reg_only"], architectures=["mlp"], attacks=["loss", "confidence"])
+    message = "attack 'confidence' supports classification only, but dataset reg_only is regression"
     with pytest.raises(BenchError, match=message):
         load_grid(str(path))
 
