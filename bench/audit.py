@@ -69,9 +69,13 @@ class Audit:
 
 
 def skip_reason(
-    attack: Component, release: str, has_population: bool = True, can_query: bool = True
+    attack: Component, release: str, has_population: bool = True, can_query: bool = True,
+    task: str = "classification",
 ) -> str | None:
     """Why ``attack`` cannot run on this release (it needs what the release or the audit lacks), or None."""
+    tasks = attack.tags.get("tasks", ("classification",))
+    if task not in tasks:
+        return f"supports {' and '.join(tasks)} only; this cell is {task}"
     if attack.tags.get("needs", "probabilities") == "probabilities" and release != "probabilities":
         return f"needs probabilities; the release shows {release} only"
     if attack.tags.get("needs_population") and not has_population:

@@ -24,7 +24,7 @@ Every component and parameter is validated here, before anything runs.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,7 @@ def expand_grid(raw: Any, path: Path) -> Grid:
         raise BenchError(f"{where}: every cell is excluded; loosen the `exclude` rules")
     for cell in kept:
         check_compatible(cell, where)
+    check_attack_tasks(kept, where)
     return Grid(str(raw.get("name") or path.stem), path, tuple(kept), len(cells) - len(kept))
 
 
@@ -201,11 +202,21 @@ def check_compatible(cell: Cell, where: str) -> None:
                 f"{where}: attack {attack.name!r} queries {' or '.join(allowed_inputs)} inputs but dataset "
                 f"{cell.dataset.label()} gives {inputs} inputs; remove the attack or the dataset from the grid"
             )
+
+
+
+def check_attack_tasks(cells: Sequence[Cell], where: str) -> None:
+    """Refuse an attack that fits the task of no dataset of the grid. In a grid mixing classification and
+    regression, an attack runs on the cells whose task it supports and is skipped, with the reason recorded, on
+    the others."""
+    for attack in cells[0].attacks:
         tasks = ATTACKS.get(attack.name).tags.get("tasks", ("classification",))
-        if task not in tasks:
+        grid_tasks = {dataset_facts(cell.dataset)[0] for cell in cells}
+        if not grid_tasks & set(tasks):
+            datasets = ", ".join(sorted({cell.dataset.label() for cell in cells}))
             raise BenchError(
-                f"{where}: attack {attack.name!r} supports {' and '.join(tasks)} only, but dataset "
-                f"{cell.dataset.label()} is {task}; remove the attack or the dataset from the grid"
+                f"{where}: attack {attack.name!r} supports {' and '.join(tasks)} only, but the grid's datasets "
+                f"({datasets}) are {' and '.join(sorted(grid_tasks))}; remove the attack or add a fitting dataset"
             )
 
 

@@ -314,7 +314,7 @@ class CellRun:
         computed_before = sum(self.cache.misses.values())
         rows, samples = [], []
         for attack in self.cell.attacks:
-            reason = skip_reason(ATTACKS.get(attack.name), self.defense.releases)
+            reason = skip_reason(ATTACKS.get(attack.name), self.defense.releases, task=self.task)
             for target in range(self.protocol["n_targets"]):
                 row = {**self.cell.columns(), "cell": self.cell.label, "attack": attack.name}
                 row.update({f"attack.{k}": v for k, v in attack.params})

@@ -112,7 +112,7 @@ def extra_datasets(monkeypatch):
 
 def test_an_attack_that_does_not_fit_the_task_is_refused_at_load(tmp_path, extra_datasets):
     path = grid_with(tmp_path, datasets=["reg_only"], architectures=["mlp"], attacks=["loss", "confidence"])
-    message = "attack 'confidence' supports classification only, but dataset reg_only is regression"
+    message = r"attack 'confidence' supports classification only, but the grid's datasets \(reg_only\) are regression"
     with pytest.raises(BenchError, match=message):
         load_grid(str(path))
 

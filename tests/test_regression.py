@@ -105,3 +105,14 @@ def test_a_classification_attack_on_a_regression_cell_is_refused(tmp_path):
     grid = write_grid(tmp_path, {**TINY_GRID, "datasets": ["diabetes"], "attacks": ["loss", "confidence"]})
     with pytest.raises(BenchError, match="attack 'confidence' supports classification only"):
         load_grid(str(grid))
+
+
+def test_a_mixed_grid_skips_classification_attacks_on_regression_cells(tmp_path):
+    grid = write_grid(tmp_path, {**TINY_GRID, "datasets": ["breast_cancer", "diabetes"], "architectures": ["logreg"],
+                                 "attacks": ["loss", "confidence"], "training": {"epochs": 3}})
+    assert main(["grid", "--grid", str(grid), "--cache-dir", str(tmp_path / "c"), "--results", str(tmp_path / "r"),
+                 "--quiet"]) == 0
+    rows = read_store(tmp_path / "r").set_index(["dataset", "attack"])
+    assert rows.loc[("diabetes", "confidence"), "skipped"].str.contains("supports classification only").all()
+    assert rows.loc[("breast_cancer", "confidence"), "auc"].notna().all()
+    assert rows.loc[("diabetes", "loss"), "auc"].notna().all()
