@@ -32,7 +32,7 @@ from targets.membership import membership_matrix, split_pool_test
 INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "X/bonds", ...
 
 STAGE_VERSIONS = {
-    "features": 1, "split": 1, "models": 1, "observations": 3, "scores": 1, "metrics": 4,
+    "features": 1, "split": 1, "models": 2, "observations": 3, "scores": 1, "metrics": 4,
     "robustness": 1,
 }
 
@@ -204,16 +204,25 @@ class CellRun:
             log = self.defense.train(
                 ensemble, X, y, s["keep"], seed=derive_seed(self.cell.seed, "training"), **self.cell.training_params
             )
+            trained_on = s["keep"] if log.trained_on is None else np.asarray(log.trained_on, dtype=bool)
+            if (trained_on & ~s["keep"]).any():
+                raise RuntimeError(f"defense {self.cell.defense.label()} trained models on records they do not keep")
             return {
                 **ensemble.state(), "history.loss": torch.from_numpy(log.history),
+                "membership": torch.from_numpy(trained_on),
                 **{f"info.{k}": torch.tensor(float(v), dtype=torch.float64) for k, v in log.info.items()},
             }
 
         return self._stage("models", self.models_key, "tensors", compute, self.cell.models_spec())
 
+    def membership(self) -> np.ndarray:
+        """``[M, N]``: the pool records each model trained on — the split's ``keep``, less the members a defense
+        held out of training (they are audited as non-members)."""
+        return self.models()["membership"].numpy()
+
     def _ensemble(self) -> Ensemble:
         """The trained models, rebuilt from the cached weights."""
-        state = {k: v for k, v in self.models().items() if k.startswith(("param.", "buffer."))}
+        state = {k: v for k, v in self.models().items() if k.startswith(("param.", "buffer."))}  # not membership
         return Ensemble.from_state(self._factory(self.features()), state, self.device)
 
     def training_info(self) -> dict[str, float]:
@@ -241,7 +250,7 @@ class CellRun:
             pool = self.defense.release(outputs[:, s["pool"]], rng)
             test = self.defense.release(outputs[:, s["test"]], rng)
             y = f["y"]
-            utility = UTILITY[self.task](pool, y[s["pool"]], s["keep"], test, y[s["test"]])
+            utility = UTILITY[self.task](pool, y[s["pool"]], self.membership(), test, y[s["test"]])
             return {"pool": pool, "test": test, **{f"utility/{k}": v for k, v in utility.items()}}
 
         return self._stage(
@@ -285,7 +294,7 @@ class CellRun:
         robustness = None
         if attack is not None and ATTACKS.get(attack.name).tags.get("queries") == "perturbed_labels":
             robustness = self.robustness(attack.kwargs["noise"], attack.kwargs["queries"])
-        return Audit(obs["pool"], s["keep"], y[s["pool"]], obs["test"], y[s["test"]], robustness, self.task)
+        return Audit(obs["pool"], self.membership(), y[s["pool"]], obs["test"], y[s["test"]], robustness, self.task)
 
     def scores(self, attack: ComponentSpec, target: int) -> dict[str, np.ndarray]:
         return self._stage(
@@ -300,7 +309,7 @@ class CellRun:
                 **self.utility(target),
                 **self.training_info(),
                 **target_metrics(
-                    self.scores(attack, target), self.split()["keep"], target, self.calibration_models(target)
+                    self.scores(attack, target), self.membership(), target, self.calibration_models(target)
                 ),
             }
 
@@ -338,7 +347,7 @@ class CellRun:
         attacks = {a.label(): a for a in self.cell.attacks}
         scores = {label: self.scores(attacks[label], target) for label in union.attacks}
         metrics, _ = union_metrics(
-            scores, self.split()["keep"], target, self.calibration_models(target), union.max_fpr
+            scores, self.membership(), target, self.calibration_models(target), union.max_fpr
         )
         return {
             **self.cell.columns(), "cell": self.cell.label, "attack": "union", "attack_key": union.label(),
@@ -350,7 +359,7 @@ class CellRun:
         s = self.split()
         return pd.DataFrame({
             "cell_key": self.cell.key, "attack_key": attack.label(), "target": target, "record": s["pool"],
-            "label": self.features()["y"][s["pool"]].astype(np.float64), "member": s["keep"][target],
+            "label": self.features()["y"][s["pool"]].astype(np.float64), "member": self.membership()[target],
             "score": self.scores(attack, target)["target"],
         })
 

@@ -1,3 +1,12 @@
 """Defenses: one module per defense, registered in :data:`bench.registry.DEFENSES`."""
 
-from defenses import none  # noqa: F401  (registers)
+from defenses import (  # noqa: F401  (registers)
+    advreg,
+    dropout,
+    early_stopping,
+    l2,
+    label_smoothing,
+    memguard,
+    none,
+    release,
+)

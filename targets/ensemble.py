@@ -115,11 +115,14 @@ def minibatch_indices(keep: np.ndarray, batch_size: int, rng: np.random.Generato
 
 @dataclass(frozen=True)
 class TrainingLog:
-    """What a training run reports: the mean loss per epoch and model ``[epochs, M]`` and scalar facts
-    (for example the ε a private training reached), which become columns of the results store."""
+    """What a training run reports: the mean loss per epoch and model ``[epochs, M]``, scalar facts (for example
+    the ε a private training reached), which become columns of the results store, and, when the procedure held
+    some of a model's members out of its training (a validation or reference set), the records each model
+    really trained on ``trained_on[M, N]``: the audit then counts the held-out records as non-members."""
 
     history: np.ndarray
     info: dict[str, float] = field(default_factory=dict)
+    trained_on: np.ndarray | None = None
 
 
 def _optimizer(

@@ -33,8 +33,9 @@ class Reported(Defense):
         return {"weight_decay": 0.5}
 
     def train(self, ensemble, X, y, keep, **kw):
-        log = super().train(ensemble, X, y, keep, **kw)
-        return type(log)(log.history, {"epsilon": 1.5})
+        held_out = keep & (np.cumsum(keep, axis=1) <= 10)  # each model's first 10 members: a validation set
+        log = super().train(ensemble, X, y, keep & ~held_out, **kw)
+        return type(log)(log.history, {"epsilon": 1.5}, trained_on=keep & ~held_out)
 
 
 @pytest.fixture
@@ -78,3 +79,8 @@ def test_training_hooks_reach_the_models_and_the_store(defenses, tmp_path):
     rows = read_store(tmp_path / "r")
     assert rows.loc[rows.defense == "reported_test", "epsilon"].eq(1.5).all()
     assert rows.loc[rows.defense == "none", "epsilon"].isna().all()
+    # the held-out members are audited as non-members of the model that never trained on them
+    split_keep = reported.split()["keep"]
+    np.testing.assert_array_equal(reported.membership().sum(1), split_keep.sum(1) - 10)
+    members = rows.set_index("defense")["n_members"]
+    assert (members.loc["reported_test"].to_numpy() == members.loc["none"].to_numpy() - 10).all()
