@@ -189,6 +189,15 @@ def check_compatible(cell: Cell, where: str) -> None:
     problem = defense.obj.check(cell.defense.kwargs, task=task, n_classes=n_classes)
     if problem:
         raise BenchError(f"{where}: defense {cell.defense.label()} on dataset {cell.dataset.label()}: {problem}")
+    architecture = ARCHITECTURES.get(cell.architecture.name)
+    overrides = set(defense.obj(**cell.defense.kwargs).architecture_overrides())
+    missing = overrides - {p.name for p in architecture.params}
+    if missing:
+        raise BenchError(
+            f"{where}: defense {cell.defense.label()} sets {', '.join(sorted(missing))} of the architecture, which "
+            f"{cell.architecture.name!r} does not have; exclude the pair (e.g. {{defense: {cell.defense.name}, "
+            f"architecture: {cell.architecture.name}}})"
+        )
     accepts = ARCHITECTURES.get(cell.architecture.name).tags.get("accepts", ("vector",))
     if inputs not in accepts:
         raise BenchError(

@@ -122,3 +122,9 @@ def test_an_architecture_that_cannot_read_the_inputs_is_refused_at_load(tmp_path
     message = "architecture 'mlp' takes vector or image inputs but dataset mols gives graph"
     with pytest.raises(BenchError, match=message):
         load_grid(str(path))
+
+
+def test_a_defense_setting_a_parameter_the_architecture_lacks_is_refused(tmp_path):
+    path = grid_with(tmp_path, architectures=["logreg"], defenses=[{"name": "dropout", "params": {"rate": 0.5}}])
+    with pytest.raises(BenchError, match="sets dropout of the architecture, which 'logreg' does not have"):
+        load_grid(str(path))
