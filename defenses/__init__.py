@@ -2,6 +2,7 @@
 
 from defenses import (  # noqa: F401  (registers)
     advreg,
+    dpsgd,
     dropout,
     early_stopping,
     l2,

@@ -1,0 +1,418 @@
+"""DP-SGD (Abadi et al. 2016) for the M models of a cell trained together, accounted with Opacus.
+
+One step of model ``m`` with minibatch :math:`B_m` (Poisson-sampled at rate :math:`q` from its members), clipping
+norm :math:`C` and noise multiplier :math:`\\sigma` updates its parameters with
+
+.. math::
+
+    \\tilde g_m = \\frac{1}{q\\,n_m}\\Big(\\sum_{i \\in B_m} g_{m,i}\\,
+        \\min\\Big(1, \\frac{C}{\\lVert g_{m,i}\\rVert_2 + 10^{-6}}\\Big) + \\mathcal N(0, \\sigma^2 C^2 I)\\Big)
+
+where :math:`g_{m,i}` is the gradient of sample ``i``'s loss with respect to *all* of model ``m``'s parameters,
+:math:`n_m` its number of members and :math:`q\\,n_m` the expected batch size (Opacus' ``expected_batch_size``
+convention for Poisson sampling; the :math:`10^{-6}` is Opacus' stabiliser). The optimizer (Adam or SGD, as in
+the cell's training settings) then steps on :math:`\\tilde g_m`. Every model runs ``T`` steps with the same
+``(σ, q)``, and the privacy spent, ε at the given δ, is what Opacus' accountant (RDP or PRV) reports for
+``(σ, q, T)``.
+
+Per-sample gradients come from one of two interchangeable computations (the tests check they agree):
+
+* :func:`vmap_clipped_sum`, the reference for any architecture: ``vmap`` over models of ``vmap`` over samples
+  of ``torch.func.grad``, which materialises every per-sample gradient ``[M, B, *param]``;
+* :func:`book_keeping_clipped_sum`, for chains of ``nn.Linear`` and parameter-free layers (MLPs, logistic
+  regression): the per-sample gradient of a linear layer ``z = W a + b`` is :math:`\\partial\\ell_i/\\partial z_i
+  \\, a_i^\\top`, so its squared norm is :math:`\\lVert \\partial\\ell_i/\\partial z_i\\rVert^2(\\lVert a_i\\rVert^2
+  + 1)` and the clipped sum is one matrix product :math:`(c \\odot G)^\\top A` (the "book-keeping" trick of Bu et
+  al. 2022, related to ghost clipping, Li et al. 2021): no ``[B, out, in]`` tensor is ever formed.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from opacus.accountants import create_accountant
+from opacus.accountants.utils import get_noise_multiplier
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from torch.utils._pytree import tree_map
+
+from bench.errors import BenchError
+from bench.registry import DEFENSES, Param
+from bench.spec import derive_seed
+from defenses.base import Defense
+from targets.ensemble import Ensemble, Inputs, TrainingLog, _optimizer, minibatch_indices, take
+
+ACCOUNTANTS = ("rdp", "prv")
+#: Opacus' stabiliser in the clipping factor ``min(1, C / (‖g‖ + 1e-6))``.
+CLIP_STABILISER = 1e-6
+
+Grads = dict[str, torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# --- privacy accounting ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrivacyPlan:
+    """The accounted quantities of one private training: every model runs ``steps`` steps of noise multiplier
+    ``noise_multiplier`` at sampling rate ``sample_rate``, which spends ``epsilon`` at ``delta``."""
+
+    sample_rate: float
+    steps_per_epoch: int
+    steps: int
+    noise_multiplier: float
+    epsilon: float
+    delta: float
+
+    def info(self) -> dict[str, float]:
+        """The store columns of the plan."""
+        return {"epsilon": self.epsilon, "delta": self.delta, "noise_multiplier": self.noise_multiplier,
+                "sample_rate": self.sample_rate, "steps": float(self.steps)}
+
+
+@functools.lru_cache(maxsize=256)
+def accountant_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str) -> float:
+    """ε spent at ``delta`` by ``steps`` subsampled Gaussian steps ``(σ, q)``, by Opacus' ``accountant``.
+
+    Without noise (σ = 0) nothing is private: ε = ∞. Results are memoised: cells of a grid on the same data
+    and seed share ``(σ, q, T)``, and an accountant call takes up to a second.
+    """
+    if noise_multiplier == 0:
+        return math.inf
+    acc = create_accountant(mechanism=accountant)
+    acc.history = [(noise_multiplier, sample_rate, steps)]
+    return float(acc.get_epsilon(delta=delta))
+
+
+@functools.lru_cache(maxsize=256)
+def noise_for_epsilon(epsilon: float, sample_rate: float, steps: int, delta: float, accountant: str) -> float:
+    """The smallest σ (to Opacus' search tolerance of 0.01 in ε) whose ε after ``steps`` steps is ≤ ``epsilon``
+    (memoised: Opacus' bisection costs seconds to tens of seconds at small σ)."""
+    try:
+        return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
+                                          steps=steps, accountant=accountant))
+    except ValueError as exc:
+        raise BenchError(f"defense 'dpsgd': ε={epsilon} at δ={delta} is out of reach in {steps} steps at sampling "
+                         f"rate {sample_rate:.4g} ({exc}); raise epsilon or lower the epochs") from None
+
+
+def plan_privacy(
+    keep: np.ndarray, batch_size: int, epochs: int, *, epsilon: float | None, noise_multiplier: float,
+    delta: float, accountant: str, poisson: bool,
+) -> PrivacyPlan:
+    """σ, q and the number of steps shared by every model of the ensemble, and the ε they spend.
+
+    All models use one sampling rate :math:`q = \\min(1, b / \\max_m n_m)` for batch size ``b`` — the smallest of
+    the models' own rates ``b / n_m`` — and the same number of steps, so one accountant history ``(σ, q, T)``
+    describes every model: the target and its references get the same guarantee (ε is the same for all M,
+    hence also the largest among them), and no model's expected batch ``q n_m`` exceeds ``b``. The models'
+    sizes differ by a few percent (each record is a member of about half of them), so their own rates would
+    barely change σ.
+
+    Poisson sampling runs ``round(1/q)`` steps per epoch; shuffled fixed-size batches run the harness's
+    ``ceil(max_m n_m / b)``.
+    """
+    n_max = int(keep.sum(axis=1).max())
+    if keep.sum(axis=1).min() == 0:
+        raise ValueError("a model of the ensemble has no training points; use a larger dataset or fewer models")
+    q = min(1.0, batch_size / n_max)
+    per_epoch = max(1, round(1 / q)) if poisson else math.ceil(n_max / batch_size)
+    steps = epochs * per_epoch
+    if epsilon is not None:
+        noise_multiplier = noise_for_epsilon(epsilon, q, steps, delta, accountant)
+    reached = accountant_epsilon(noise_multiplier, q, steps, delta, accountant)
+    return PrivacyPlan(q, per_epoch, steps, noise_multiplier, reached, delta)
+
+
+# --- minibatches -----------------------------------------------------------------------------------------------
+
+
+def poisson_batch(members: list[np.ndarray], rate: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One Poisson-sampled minibatch per model, padded to a common length.
+
+    Each member of model ``m`` enters its batch independently with probability ``rate``. Returns indices
+    ``[M, L]`` into the pool and weights ``[M, L]`` (1 for a sampled record, 0 for padding), ``L`` the largest
+    batch (at least 1, so that a step with empty batches still adds its noise).
+    """
+    chosen = [row[rng.random(len(row)) < rate] for row in members]
+    length = max(1, max(len(c) for c in chosen))
+    index = np.stack([np.concatenate([c, np.full(length - len(c), row[0])]) for c, row in zip(chosen, members,
+                                                                                               strict=True)])
+    weight = (np.arange(length) < np.array([len(c) for c in chosen])[:, None]).astype(np.float32)
+    return index, weight
+
+
+def epoch_batches(
+    keep: np.ndarray, plan: PrivacyPlan, batch_size: int, poisson: bool, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The ``(index [M, L], weight [M, L])`` minibatches of one epoch: Poisson-sampled at the plan's rate, or the
+    harness's shuffled fixed-size batches (:func:`targets.ensemble.minibatch_indices`) with unit weights."""
+    if poisson:
+        members = [np.flatnonzero(row) for row in keep]
+        for _ in range(plan.steps_per_epoch):
+            yield poisson_batch(members, plan.sample_rate, rng)
+    else:
+        for index in minibatch_indices(keep, batch_size, rng):
+            yield index, np.ones(index.shape, dtype=np.float32)
+
+
+# --- clipped per-sample gradients ------------------------------------------------------------------------------
+
+
+def per_sample_losses(loss: LossFn, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each sample's loss ``[M, B]`` from a defense's mean-per-model loss hook (``[M, B, C], [M, B] → [M]``),
+    by presenting every sample as a model with a batch of one."""
+    M, B = labels.shape[:2]
+    return loss(outputs.reshape(M * B, 1, *outputs.shape[2:]), labels.reshape(M * B, 1)).view(M, B)
+
+
+def clip_factors(squared_norms: torch.Tensor, weights: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
+    """:math:`w_i \\min(1, C / (\\lVert g_i\\rVert + 10^{-6}))` for squared per-sample norms ``[M, B]``."""
+    return weights * (max_grad_norm / (squared_norms.sqrt() + CLIP_STABILISER)).clamp(max=1.0)
+
+
+def vmap_clipped_sum(
+    ensemble: Ensemble, X: Inputs, y: torch.Tensor, weights: torch.Tensor, loss: LossFn, max_grad_norm: float
+) -> tuple[Grads, torch.Tensor]:
+    """Reference clipped sum :math:`\\sum_i w_i c_i g_{m,i}` ``{name: [M, *shape]}`` for any architecture, and the
+    per-sample losses ``[M, B]``.
+
+    ``X[M, B, ...]`` and ``y[M, B]`` are each model's batch, ``weights[M, B]`` 1 for a record and 0 for padding.
+    The per-sample gradients ``[M, B, *shape]`` are formed in full by ``vmap`` (models) ∘ ``vmap`` (samples) ∘
+    ``grad``; their global norm (all parameters together) sets the clip factor.
+    """
+
+    def sample_loss(params: Grads, buffers: Grads, x: Inputs, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = functional_call(ensemble.template, (params, buffers), (tree_map(lambda t: t.unsqueeze(0), x),))
+        value = loss(out[None], label.reshape(1, 1))[0]
+        return value, value.detach()
+
+    per_sample = vmap(grad(sample_loss, has_aux=True), in_dims=(None, None, 0, 0), randomness="different")
+    per_model = vmap(per_sample, randomness="different")
+    ensemble.template.train()
+    params = {k: v.detach() for k, v in ensemble.params.items()}
+    grads, losses = per_model(params, ensemble.buffers, X, y)
+    squared = sum(g.flatten(2).pow(2).sum(-1) for g in grads.values())
+    factors = clip_factors(squared, weights, max_grad_norm)
+    return {k: torch.einsum("mb,mb...->m...", factors, g) for k, g in grads.items()}, losses
+
+
+def is_linear_chain(template: nn.Module, record_shape: tuple[int, ...] | None) -> bool:
+    """Whether :func:`book_keeping_clipped_sum` applies to records of shape ``record_shape`` (None for dict
+    inputs): an ``nn.Sequential`` of ``nn.Linear`` layers that each see one vector per record, and of layers
+    without parameters or buffers (activations, dropout, flatten)."""
+    if not isinstance(template, nn.Sequential) or record_shape is None:
+        return False
+    h = torch.empty((2, *record_shape), device="meta")
+    with torch.no_grad():
+        for module in template:
+            if isinstance(module, nn.Linear):
+                if h.dim() != 2:
+                    return False
+            elif next(module.parameters(), None) is not None or next(module.buffers(), None) is not None:
+                return False
+            h = module(h)
+    return True
+
+
+def record_shape(X: Inputs, batch_dims: int) -> tuple[int, ...] | None:
+    """The shape of one record of tensor inputs with ``batch_dims`` leading batch dimensions; None for dicts."""
+    return tuple(X.shape[batch_dims:]) if isinstance(X, torch.Tensor) else None
+
+
+def book_keeping_clipped_sum(
+    ensemble: Ensemble, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, loss: LossFn, max_grad_norm: float
+) -> tuple[Grads, torch.Tensor]:
+    """The clipped sum of :func:`vmap_clipped_sum` for a chain of linear layers, without per-sample gradients.
+
+    One forward pass keeps each linear layer's input :math:`A_l` ``[M, B, in]``; one backward pass gives
+    :math:`G_l = \\partial(\\sum_i \\ell_i)/\\partial Z_l` ``[M, B, out]``, whose row ``i`` is sample ``i``'s own
+    :math:`\\partial\\ell_i/\\partial z_{l,i}` (a sample's loss reaches layer ``l`` only through its own row).
+    Sample ``i``'s squared gradient norm is :math:`\\sum_l \\lVert G_{l,i}\\rVert^2 (\\lVert A_{l,i}\\rVert^2 +
+    [\\text{bias}])`, and with clip factors :math:`c_i = w_i \\min(1, C/(\\lVert g_i\\rVert + 10^{-6}))` the clipped
+    sums are :math:`(c \\odot G_l)^\\top A_l` (weight) and :math:`\\sum_i c_i G_{l,i}` (bias). Dropout masks are
+    drawn per model and sample, as in training. Cost: about one forward and one backward pass.
+    """
+    ensemble.template.train()
+    h, inputs, outputs, layers = X, [], [], []
+    for name, module in ensemble.template.named_children():
+        if isinstance(module, nn.Linear):
+            weight, bias = ensemble.params[f"{name}.weight"], ensemble.params.get(f"{name}.bias")
+            z = torch.bmm(h, weight.transpose(1, 2)) if bias is None else torch.baddbmm(
+                bias.unsqueeze(1), h, weight.transpose(1, 2))
+            inputs.append(h.detach())
+            outputs.append(z)
+            layers.append(name)
+            h = z
+        else:
+            h = vmap(module, randomness="different")(h)
+    losses = per_sample_losses(loss, h, y)
+    out_grads = torch.autograd.grad(losses.sum(), outputs)
+    squared = sum(g.pow(2).sum(-1) * (a.pow(2).sum(-1) + (f"{n}.bias" in ensemble.params))
+                  for n, a, g in zip(layers, inputs, out_grads, strict=True))
+    factors = clip_factors(squared, weights, max_grad_norm).unsqueeze(-1)
+    summed: Grads = {}
+    for name, a, g in zip(layers, inputs, out_grads, strict=True):
+        scaled = factors * g
+        summed[f"{name}.weight"] = torch.bmm(scaled.transpose(1, 2), a)
+        if f"{name}.bias" in ensemble.params:
+            summed[f"{name}.bias"] = scaled.sum(1)
+    return summed, losses.detach()
+
+
+def draw_noise(like: Grads, std: float, generator: torch.Generator | None) -> Grads:
+    """Gaussian noise ``N(0, std²)`` shaped like each tensor of ``like``, drawn in its order with ``torch.normal``
+    (as Opacus' ``DPOptimizer`` draws it, so one model alone gets Opacus' very numbers from the same generator)."""
+    if std == 0:  # Opacus draws nothing then either
+        return {k: torch.zeros_like(v) for k, v in like.items()}
+    return {k: torch.normal(0.0, std, size=v.shape, generator=generator, device=v.device, dtype=v.dtype)
+            for k, v in like.items()}
+
+
+def private_gradients(
+    ensemble: Ensemble, X: Inputs, y: torch.Tensor, weights: torch.Tensor, loss: LossFn, *, max_grad_norm: float,
+    noise_multiplier: float, expected_batch_size: torch.Tensor, generator: torch.Generator | None = None,
+    noise: Grads | None = None, method: str = "auto",
+) -> tuple[Grads, torch.Tensor]:
+    """The DP-SGD gradient :math:`\\tilde g_m` of every model (see the module docstring) and the per-sample
+    losses ``[M, B]``.
+
+    Parameters
+    ----------
+    X, y, weights
+        Each model's padded batch ``[M, B, ...]``, labels ``[M, B]`` and weights ``[M, B]`` (1 for a sampled
+        record, 0 for padding).
+    expected_batch_size
+        The divisor per model ``[M]``: :math:`q\\,n_m` for Poisson sampling, the batch size otherwise.
+    generator, noise
+        The noise :math:`\\mathcal N(0, \\sigma^2C^2)` is ``noise`` (``{name: [M, *shape]}``) if given, else drawn
+        from ``generator`` by :func:`draw_noise`.
+    method
+        ``"vmap"`` (:func:`vmap_clipped_sum`), ``"book_keeping"`` (:func:`book_keeping_clipped_sum`) or
+        ``"auto"``: book-keeping wherever :func:`is_linear_chain` allows it.
+    """
+    if method == "auto":
+        method = "book_keeping" if is_linear_chain(ensemble.template, record_shape(X, 2)) else "vmap"
+    clipped_sum = book_keeping_clipped_sum if method == "book_keeping" else vmap_clipped_sum
+    summed, losses = clipped_sum(ensemble, X, y, weights, loss, max_grad_norm)
+    if noise is None:
+        noise = draw_noise(summed, noise_multiplier * max_grad_norm, generator)
+    scale = expected_batch_size.to(weights.dtype)
+    for k, s in summed.items():  # fresh tensors: update in place
+        s.add_(noise[k]).div_(scale.view(-1, *[1] * (s.dim() - 1)))
+    return summed, losses
+
+
+# --- the defense -----------------------------------------------------------------------------------------------
+
+
+@DEFENSES.register(
+    "dpsgd",
+    description="DP-SGD (Abadi et al. 2016): per-sample gradients clipped to max_grad_norm, Gaussian noise of "
+    "std noise_multiplier × max_grad_norm, Poisson sampling; ε from Opacus' accountant (store column `epsilon`).",
+    params=[
+        Param("epsilon", float, None, "target ε (σ is searched with Opacus' get_noise_multiplier); null: use "
+              "noise_multiplier. When set, it wins over noise_multiplier", low=0.0, low_inclusive=False),
+        Param("noise_multiplier", float, 1.0, "σ: noise std / max_grad_norm (used when epsilon is null)", low=0.0,
+              high=1e6),
+        Param("delta", float, 1e-5, "δ of the (ε, δ) guarantee", low=0.0, high=1.0, low_inclusive=False,
+              high_inclusive=False),
+        Param("max_grad_norm", float, 1.0, "C: each sample's whole gradient is clipped to this L2 norm", low=0.0,
+              low_inclusive=False),
+        Param("accountant", str, "rdp", "Opacus accountant for ε: Rényi DP or privacy random variables",
+              choices=ACCOUNTANTS),
+        Param("poisson", bool, True, "Poisson sampling at rate batch_size / n (false: shuffled fixed-size batches, "
+              "for which the accountant's ε is not a proof)"),
+    ],
+    tasks=("classification", "regression"),
+)
+class DPSGD(Defense):
+    """DP-SGD on every model of the ensemble at once.
+
+    ``epsilon`` and ``noise_multiplier`` are two ways to set σ: with ``epsilon`` given, σ is the smallest (to
+    0.01 in ε) that spends at most ``epsilon`` at ``delta`` over the run and ``noise_multiplier`` is ignored
+    ("epsilon wins"); otherwise σ = ``noise_multiplier`` and ε is what it spends. Either way the store reports
+    the ε reached (``epsilon``), ``delta``, ``noise_multiplier`` (σ used), ``sample_rate`` and ``steps``.
+
+    With ``poisson: false`` the models train on the harness's shuffled fixed-size batches, each record once per
+    epoch (a model with fewer members than the largest repeats a few). The accountant's ε assumes Poisson
+    sampling at ``q = batch_size / n``: for shuffled batches it is the customary approximation, not a proof.
+
+    Per-sample gradients need a model without cross-sample layers (no BatchNorm: none of the registered
+    architectures has one). The loss is the defense's :meth:`loss` hook, applied to one sample at a time.
+    """
+
+    @classmethod
+    def check(cls, params: dict[str, Any], *, task: str, n_classes: int | None) -> str | None:
+        if params.get("epsilon") is None and params["noise_multiplier"] == 0 and params["accountant"] == "prv":
+            return ("noise_multiplier=0 adds no noise (ε = ∞), which the PRV accountant cannot represent; use "
+                    "accountant: rdp for a clipping-only run, or a positive noise_multiplier or epsilon")
+        return None
+
+    def plan(self, keep: np.ndarray, batch_size: int, epochs: int) -> PrivacyPlan:
+        """σ, q, steps and ε of a run with these members, batch size and epochs."""
+        p = self.params
+        return plan_privacy(keep, batch_size, epochs, epsilon=p.get("epsilon"), noise_multiplier=p["noise_multiplier"],
+                            delta=p["delta"], accountant=p["accountant"], poisson=p["poisson"])
+
+    def train(
+        self, ensemble: Ensemble, X: Inputs, y: torch.Tensor, keep: np.ndarray, *, engine: str, seed: int,
+        epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
+    ) -> TrainingLog:
+        """Train every model privately; ``engine="loop"`` runs the same algorithm one model at a time (same
+        plan; the random streams are then consumed model after model)."""
+        plan = self.plan(keep, batch_size, epochs)
+        rng = np.random.default_rng(derive_seed(seed, "dp_batches"))
+        generator = torch.Generator(device=y.device).manual_seed(derive_seed(seed, "dp_noise"))
+        parts = [slice(m, m + 1) for m in range(ensemble.n_models)] if engine == "loop" else [slice(None)]
+        history = np.zeros((epochs, ensemble.n_models), dtype=np.float32)
+        with torch.random.fork_rng(devices=[y.device] if y.device.type == "cuda" else []):
+            torch.manual_seed(derive_seed(seed, "dropout"))
+            for part in parts:
+                sub = Ensemble(ensemble.template, {k: v[part].detach().clone().requires_grad_(True)
+                                                   for k, v in ensemble.params.items()},
+                               {k: v[part] for k, v in ensemble.buffers.items()})
+                history[:, part] = self._train_models(sub, X, y, keep[part], plan, rng, generator, epochs=epochs,
+                                                      batch_size=batch_size, lr=lr, optimizer=optimizer,
+                                                      momentum=momentum)
+                with torch.no_grad():
+                    for k, v in ensemble.params.items():
+                        v[part] = sub.params[k]
+        return TrainingLog(history, plan.info())
+
+    def _train_models(
+        self, ensemble: Ensemble, X: Inputs, y: torch.Tensor, keep: np.ndarray, plan: PrivacyPlan,
+        rng: np.random.Generator, generator: torch.Generator, *, epochs: int, batch_size: int, lr: float,
+        optimizer: str, momentum: float,
+    ) -> np.ndarray:
+        """Run the plan's steps on ``ensemble`` (in place); mean loss per epoch and model ``[epochs, M]``."""
+        device, p = y.device, self.params
+        opt = _optimizer(list(ensemble.params.values()), optimizer, lr, momentum)
+        dtype = next(iter(ensemble.params.values())).dtype
+        sizes = torch.as_tensor(keep.sum(axis=1), dtype=dtype, device=device)
+        expected = plan.sample_rate * sizes if p["poisson"] else torch.full_like(sizes, batch_size)
+        method = "book_keeping" if is_linear_chain(ensemble.template, record_shape(X, 1)) else "vmap"
+        history = np.zeros((epochs, ensemble.n_models), dtype=np.float32)
+        for epoch in range(epochs):
+            total = torch.zeros(ensemble.n_models, device=device)
+            for index, weight in epoch_batches(keep, plan, batch_size, p["poisson"], rng):
+                idx = torch.from_numpy(index).to(device)
+                w = torch.from_numpy(weight).to(device=device, dtype=dtype)
+                grads, losses = private_gradients(
+                    ensemble, take(X, idx), y[idx], w, self.loss, max_grad_norm=p["max_grad_norm"],
+                    noise_multiplier=plan.noise_multiplier, expected_batch_size=expected, generator=generator,
+                    method=method,
+                )
+                for k, param in ensemble.params.items():
+                    param.grad = grads[k]
+                opt.step()
+                total += (losses * w).sum(1) / w.sum(1).clamp(min=1)
+            history[epoch] = (total / plan.steps_per_epoch).cpu().numpy()
+        return history
