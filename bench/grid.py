@@ -179,6 +179,10 @@ def dataset_facts(spec: ComponentSpec) -> tuple[str, str, int | None]:
 def check_compatible(cell: Cell, where: str) -> None:
     """Refuse, before anything runs, a cell whose architecture or attacks cannot handle its dataset."""
     task, inputs, n_classes = dataset_facts(cell.dataset)
+    check = DATASETS.get(cell.dataset.name).tags.get("check")
+    problem = check(cell.dataset.kwargs) if check else None
+    if problem:
+        raise BenchError(f"{where}: dataset {cell.dataset.label()}: {problem}")
     defense = DEFENSES.get(cell.defense.name)
     tasks = defense.tags.get("tasks", ("classification", "regression"))
     if task not in tasks:

@@ -173,6 +173,8 @@ class Component:
         defaults = {p.name: p.default for p in self.params}
         tags = {}
         for key, value in self.tags.items():
+            if key == "check":
+                continue
             if callable(value):
                 key, value = f"{key} (at defaults)", value(defaults)
             if isinstance(value, (str, int, float, bool, list, tuple)):

@@ -128,3 +128,9 @@ def test_a_defense_setting_a_parameter_the_architecture_lacks_is_refused(tmp_pat
     path = grid_with(tmp_path, architectures=["logreg"], defenses=[{"name": "dropout", "params": {"rate": 0.5}}])
     with pytest.raises(BenchError, match="sets dropout of the architecture, which 'logreg' does not have"):
         load_grid(str(path))
+
+
+def test_a_chembl_threshold_leaving_one_class_is_refused_at_load(tmp_path):
+    path = grid_with(tmp_path, datasets=[{"name": "chembl_activity", "params": {"threshold": 12.0}}])
+    with pytest.raises(BenchError, match="threshold=12 puts every molecule in one class"):
+        load_grid(str(path))
