@@ -194,6 +194,18 @@ def chembl_table() -> tuple[list[str], np.ndarray, list[str], str]:
     return joined["smiles"].tolist(), joined["Act"].to_numpy(np.float64), joined["id"].tolist(), note
 
 
+def chembl_threshold_problem(params: Mapping[str, Any]) -> str | None:
+    """Grid-load check: a classification threshold must leave molecules on both sides."""
+    if params["task"] != "classification":
+        return None
+    _, pic50, _, _ = chembl_table()
+    if not pic50.min() < params["threshold"] <= pic50.max():
+        return (f"threshold={params['threshold']:g} puts every molecule in one class (pIC50 ranges "
+                f"{pic50.min():.2f}–{pic50.max():.2f}); choose a threshold inside that range, e.g. the default "
+                f"{CHEMBL_DEFAULT_THRESHOLD}")
+    return None
+
+
 @DATASETS.register(
     "chembl_activity",
     description=(
@@ -216,18 +228,6 @@ def chembl_table() -> tuple[list[str], np.ndarray, list[str], str]:
     check=chembl_threshold_problem,
     size=1017,
 )
-def chembl_threshold_problem(params: Mapping[str, Any]) -> str | None:
-    """Grid-load check: a classification threshold must leave molecules on both sides."""
-    if params["task"] != "classification":
-        return None
-    _, pic50, _, _ = chembl_table()
-    if not pic50.min() < params["threshold"] <= pic50.max():
-        return (f"threshold={params['threshold']:g} puts every molecule in one class (pIC50 ranges "
-                f"{pic50.min():.2f}–{pic50.max():.2f}); choose a threshold inside that range, e.g. the default "
-                f"{CHEMBL_DEFAULT_THRESHOLD}")
-    return None
-
-
 def chembl_activity(
     task: str = "classification",
     threshold: float = CHEMBL_DEFAULT_THRESHOLD,
