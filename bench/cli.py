@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--cells", metavar="FILTER",
                       help="cells to plot: comma-separated substrings of the cell label 'dataset / architecture / "
                       "defense / seed=N', or shell patterns with * and ? matched against the whole label")
+    plot.add_argument("--detail", metavar="FILTER",
+                      help="cells that get ROC, per-class and risk figures (same syntax as --cells; default: "
+                           "--cells, else the first seed of every setting); frontiers always show every setting")
     plot.add_argument("--per-target", action="store_true", help="one ROC curve per target instead of pooled")
 
     check = sub.add_parser(
@@ -283,7 +286,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from bench.plots import make_plots
 
     out = Path(args.out) if args.out else Path(args.results) / "plots"
-    written = make_plots(rows, build_leaderboard(rows), samples, out, cells=args.cells, per_target=args.per_target)
+    written = make_plots(rows, build_leaderboard(rows), samples, out, cells=args.detail or args.cells,
+                         per_target=args.per_target)
     size = sum(p.stat().st_size for p in written)
     print(f"wrote {len(written)} files ({size / 1e6:.2f} MB) in {out}"
           + ("" if samples is not None else "; the store has no per-record samples: frontiers only"))

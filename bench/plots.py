@@ -39,7 +39,7 @@ from bench.leaderboard import (  # noqa: E402
     strongest,
 )
 from bench.metrics import per_class_metrics, roc_curve  # noqa: E402
-from bench.settings import format_value  # noqa: E402
+from bench.settings import format_value, matches  # noqa: E402
 
 #: The privacy axes of a frontier: leaderboard column of the value, of its CI bounds, and the axis label.
 FRONTIER_METRICS = {
@@ -425,6 +425,8 @@ def plot_cells(df: pd.DataFrame, cells: str | None) -> pd.DataFrame:
     per_cell = df.drop_duplicates("cell_key").sort_values(["setting", "seed", "cell_key"])
     if cells is None:
         per_cell = per_cell.drop_duplicates("setting")
+    else:
+        per_cell = per_cell[matches(per_cell["cell"].astype(str), cells)]
     return per_cell[["cell_key", "cell"]].reset_index(drop=True)
 
 

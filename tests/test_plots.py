@@ -132,7 +132,7 @@ def test_default_cells_are_the_first_seed_of_each_setting(store):
     rows = read_rows(store)
     assert sorted(plot_cells(rows, None)["cell"]) == sorted(
         c for c in rows["cell"].unique() if c.endswith("seed=0"))
-    assert len(plot_cells(rows, "anything")) == rows["cell_key"].nunique()
+    assert len(plot_cells(rows, "seed=")) == rows["cell_key"].nunique()  # a filter matching every cell
 
 
 def test_slug():
@@ -168,3 +168,13 @@ def test_bad_filter_and_store_without_samples(store, tmp_path, capsys):
     assert "frontiers only" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["frontier_toy__logreg.png",
                                                                   "frontier_toy__logreg.svg"]
+
+
+def test_plot_cells_applies_the_detail_filter():
+    from bench.plots import plot_cells
+
+    df = pd.DataFrame({"cell_key": ["a", "b", "c"], "cell": ["d / mlp / none / seed=0", "d / mlp / l2 / seed=0",
+                                                             "d / mlp / none / seed=1"],
+                       "setting": ["d / mlp / none", "d / mlp / l2", "d / mlp / none"], "seed": [0, 0, 1]})
+    assert plot_cells(df, "*/ none /*")["cell_key"].tolist() == ["a", "c"]
+    assert plot_cells(df, None)["cell_key"].tolist() == ["b", "a"]
