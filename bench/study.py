@@ -113,7 +113,8 @@ def utility_table(rows: pd.DataFrame) -> pd.DataFrame:
 def _finding_leakage(leakage: pd.DataFrame) -> Finding:
     undefended = leakage[(leakage["defense"] == "none") & leakage["attack"].isin(ATTACKS)]
     significant = undefended["p_value"] < ALPHA
-    failing = undefended.loc[~significant, ["representation", "attack"]].apply(" / ".join, axis=1).tolist()
+    failing = [f"{rep} / {attack}" for rep, attack in undefended.loc[~significant, ["representation", "attack"]]
+               .itertuples(index=False)]
     return Finding(
         "Every representation leaks significantly under LiRA and RMIA (TPR at FPR = 0 above random guessing).",
         bool(len(undefended) and significant.all()),

@@ -63,6 +63,13 @@ def test_findings_on_a_store_with_known_answers(tmp_path):
     assert (tmp_path / "tpr_at_fpr0_by_representation.png").stat().st_size > 1000
 
 
+def test_every_representation_leaking_is_reported():
+    rows, samples = fake_store()
+    rows.loc[rows["dataset.features"] == "graph", "tpr_at_fpr_0"] = 0.2
+    leaks = molecule_study(rows, samples).findings[0]
+    assert leaks.holds and leaks.evidence == "4 of 4 (representation, attack) pairs beat the random baseline"
+
+
 def test_graph_finding_fails_when_graph_leaks_most():
     rows, samples = fake_store()
     rows.loc[rows["dataset.features"] == "graph", "auc"] = 0.9
