@@ -13,7 +13,7 @@ from bench.registry import DEFENSES, Param
 from bench.spec import derive_seed
 from defenses.base import Defense
 from defenses.early_stopping import hold_out_members, model_outputs, seeded_training
-from targets.ensemble import Ensemble, Inputs, TrainingLog, _optimizer, minibatch_indices, take
+from targets.ensemble import Ensemble, Inputs, TrainingLog, make_optimizer, minibatch_indices, take
 
 
 class InferenceModels:
@@ -144,7 +144,7 @@ class AdversarialRegularization(Defense):
             n_classes = model_outputs(ensemble, take(X, one), engine=engine, training=False).shape[-1]
         inference = InferenceModels(n_models, n_classes, self.width, derive_seed(seed, "advreg", "init"), device)
         inference_opt = torch.optim.Adam(list(inference.params.values()), lr=self.inference_lr)
-        opt = _optimizer(list(ensemble.params.values()), optimizer, lr, momentum, **self.optimizer_overrides())
+        opt = make_optimizer(list(ensemble.params.values()), optimizer, lr, momentum, **self.optimizer_overrides())
         batch_rng = np.random.default_rng(derive_seed(seed, "minibatches"))
 
         def draw(pools: list[np.ndarray] | np.ndarray) -> torch.Tensor:

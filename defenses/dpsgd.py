@@ -46,7 +46,7 @@ from bench.errors import BenchError
 from bench.registry import DEFENSES, Param
 from bench.spec import derive_seed
 from defenses.base import Defense
-from targets.ensemble import Ensemble, Inputs, TrainingLog, _optimizer, minibatch_indices, take
+from targets.ensemble import Ensemble, Inputs, TrainingLog, make_optimizer, minibatch_indices, take
 
 ACCOUNTANTS = ("rdp", "prv")
 #: Opacus' stabiliser in the clipping factor ``min(1, C / (‖g‖ + 1e-6))``.
@@ -394,7 +394,7 @@ class DPSGD(Defense):
     ) -> np.ndarray:
         """Run the plan's steps on ``ensemble`` (in place); mean loss per epoch and model ``[epochs, M]``."""
         device, p = y.device, self.params
-        opt = _optimizer(list(ensemble.params.values()), optimizer, lr, momentum)
+        opt = make_optimizer(list(ensemble.params.values()), optimizer, lr, momentum)
         dtype = next(iter(ensemble.params.values())).dtype
         sizes = torch.as_tensor(keep.sum(axis=1), dtype=dtype, device=device)
         expected = plan.sample_rate * sizes if p["poisson"] else torch.full_like(sizes, batch_size)

@@ -13,7 +13,7 @@ from torch.func import functional_call, vmap
 from bench.registry import DEFENSES, Param
 from bench.spec import derive_seed
 from defenses.base import Defense
-from targets.ensemble import Ensemble, Inputs, TrainingLog, _optimizer, minibatch_indices, n_records, take
+from targets.ensemble import Ensemble, Inputs, TrainingLog, make_optimizer, minibatch_indices, n_records, take
 
 # --- helpers shared by the defenses that train with their own loop ---------------------------------------------
 
@@ -154,7 +154,7 @@ class EarlyStopping(Defense):
         train_keep, validation = hold_out_members(
             keep, self.validation_fraction, np.random.default_rng(derive_seed(seed, "validation"))
         )
-        opt = _optimizer(list(ensemble.params.values()), optimizer, lr, momentum, **self.optimizer_overrides())
+        opt = make_optimizer(list(ensemble.params.values()), optimizer, lr, momentum, **self.optimizer_overrides())
         batch_rng = np.random.default_rng(derive_seed(seed, "minibatches"))
 
         best = {k: v.detach().clone() for k, v in ensemble.params.items()}

@@ -125,9 +125,10 @@ class TrainingLog:
     trained_on: np.ndarray | None = None
 
 
-def _optimizer(
+def make_optimizer(
     params: list[torch.Tensor], optimizer: str, lr: float, momentum: float, weight_decay: float = 0.0
 ) -> torch.optim.Optimizer:
+    """The training settings' optimizer over stacked parameters (elementwise: M independent optimizers)."""
     if optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -170,7 +171,7 @@ def train_ensemble(
     TrainingLog
         Mean training loss per epoch and model, ``[epochs, M]``.
     """
-    opt = _optimizer(list(ensemble.params.values()), optimizer, lr, momentum, weight_decay)
+    opt = make_optimizer(list(ensemble.params.values()), optimizer, lr, momentum, weight_decay)
     history = np.zeros((epochs, ensemble.n_models), dtype=np.float32)
     device = y.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -217,7 +218,7 @@ def train_loop(
         for m in range(ensemble.n_models):
             params = {k: v[m].detach().clone().requires_grad_(True) for k, v in ensemble.params.items()}
             buffers = {k: v[m] for k, v in ensemble.buffers.items()}
-            opt = _optimizer(list(params.values()), optimizer, lr, momentum, weight_decay)
+            opt = make_optimizer(list(params.values()), optimizer, lr, momentum, weight_decay)
             for epoch, batches in enumerate(all_batches):
                 total = 0.0
                 for idx in batches[:, m]:
