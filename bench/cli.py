@@ -244,7 +244,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
             row["skipped"] = reason
         else:
             spec = ComponentSpec.make(name, component.validate({}), component.validate({}))
-            row.update(target_metrics(score_target(spec, audit, 0, calibration), audit.keep, 0, calibration))
+            try:
+                row.update(target_metrics(score_target(spec, audit, 0, calibration), audit.keep, 0, calibration))
+            except ValueError as exc:  # the attack cannot run on this file (e.g. too few references): say why
+                row["skipped"] = str(exc)
         rows.append(row)
     table = pd.DataFrame(rows)
     shown = [c for c in ("attack", "auc", "balanced_accuracy", "tpr_at_fpr_0", "tpr_at_fpr_0.1pct", "tpr_at_fpr_1pct",

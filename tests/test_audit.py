@@ -86,3 +86,16 @@ def test_missing_file_and_pickled_arrays(tmp_path, capsys):
     np.savez(tmp_path / "obj.npz", target_outputs=np.array([{"a": 1}], dtype=object))
     assert main(["audit", "--outputs", str(tmp_path / "obj.npz")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_an_attack_that_cannot_run_on_the_file_is_skipped_with_its_reason(outputs_file, tmp_path, capsys):
+    _, arrays, _ = outputs_file
+    one_reference = {**arrays, "reference_outputs": arrays["reference_outputs"][:1],
+                     "reference_membership": arrays["reference_membership"][:1]}
+    np.savez(tmp_path / "one.npz", **one_reference)
+    csv = tmp_path / "one.csv"
+    assert main(["audit", "--outputs", str(tmp_path / "one.npz"), "--attacks", "loss,lira",
+                 "--calibration-models", "1", "--csv", str(csv)]) == 0
+    table = pd.read_csv(csv).set_index("attack")
+    assert table.loc["lira", "skipped"].startswith("attack 'lira' needs reference models")
+    assert table.loc["loss", "auc"] > 0
