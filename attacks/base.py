@@ -34,6 +34,17 @@ class AttackData:
     target_robustness, reference_robustness
         For label-only attacks: the fraction of noisy queries around each pool point that the target ``[N]``
         and each reference ``[R, N]`` still label correctly; ``None`` unless an attack asked for them.
+    target_white_box, reference_white_box, white_box_names
+        For white-box attacks: features computed from the released parameters (per-layer per-sample gradient
+        norms, the loss, hidden-activation norms) of the target ``[N, F]`` and of each reference ``[R, N, F]``
+        on every pool point, and the ``F`` feature names; ``None`` unless an attack asked for them.
+    leaked_index, leaked_membership
+        For the leaked-samples attacker: the pool points ``[L]`` whose membership in the *target* the attacker
+        knows, and that membership ``[L]``. The harness scores the attack on the other points only.
+    target_rounds, reference_rounds, population_target_rounds, population_reference_rounds
+        For federated cells and an insider's view: the outputs after each of ``T`` rounds (of the global model,
+        or of one site's local model) of the target ``[T, N, C]`` and the references ``[T, R, N, C]``, and on
+        the population ``[T, P, C]``, ``[T, R, P, C]``; ``None`` unless an attack asked for them.
     """
 
     target: np.ndarray
@@ -46,6 +57,15 @@ class AttackData:
     target_robustness: np.ndarray | None = None
     reference_robustness: np.ndarray | None = None
     task: str = "classification"
+    target_white_box: np.ndarray | None = None
+    reference_white_box: np.ndarray | None = None
+    white_box_names: tuple[str, ...] = ()
+    leaked_index: np.ndarray | None = None
+    leaked_membership: np.ndarray | None = None
+    target_rounds: np.ndarray | None = None
+    reference_rounds: np.ndarray | None = None
+    population_target_rounds: np.ndarray | None = None
+    population_reference_rounds: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.labels)

@@ -8,13 +8,10 @@ label as features) of Salem et al. (NDSS 2019) and Nasr et al. (CCS 2018), as ev
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.neural_network import MLPClassifier
 
 from attacks.base import AttackData
+from attacks.classifier import member_probabilities
 from attacks.metric import clean_log_probs
 from bench.registry import ATTACKS, Param
 
@@ -74,19 +71,7 @@ def nn_attack(
             "run it with at least 2 models (protocol.n_models) and a membership split"
         )
     X = attack_features(data.references, data.labels, top_k, data.task)
-    X = X.reshape(-1, X.shape[-1])
-    rng = np.random.default_rng(seed)
-    if len(X) > max_train:
-        rows = np.sort(rng.choice(len(X), max_train, replace=False))
-        X, keep = X[rows], keep[rows]
-        if keep.all() or not keep.any():
-            raise ValueError(f"attack 'nn': the {max_train} sampled training rows are all IN or all OUT; "
-                             "raise its parameter max_train")
-    model = MLPClassifier(
-        hidden_layer_sizes=(hidden,), max_iter=max_iter, random_state=int(rng.integers(2**31 - 1))
+    return member_probabilities(
+        X.reshape(-1, X.shape[-1]), keep, attack_features(data.target, data.labels, top_k, data.task),
+        hidden=hidden, max_iter=max_iter, max_train=max_train, seed=seed, attack="nn", scale=False,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X, keep)
-    member_column = list(model.classes_).index(True)
-    return model.predict_proba(attack_features(data.target, data.labels, top_k, data.task))[:, member_column]
