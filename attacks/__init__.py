@@ -1,3 +1,3 @@
 """Attacks: pure functions of released outputs → one membership score per pool point (higher = member)."""
 
-from attacks import label_only, lira, loss, metric, nn, risk, rmia  # noqa: F401  (registers)
+from attacks import label_only, leaked, lira, loss, metric, nn, risk, rmia, rounds, white_box  # noqa: F401  (registers)

@@ -16,7 +16,7 @@ from attacks.base import AttackData, AttackOutput
 from bench.errors import BenchError
 from bench.metrics import attack_metrics, best_threshold, epsilon_at_threshold, epsilon_threshold, roc_curve
 from bench.registry import ATTACKS, Component
-from bench.spec import ComponentSpec
+from bench.spec import ComponentSpec, derive_seed
 
 #: δ of the empirical ε lower bound (95 % Clopper–Pearson) stored for every attack.
 EPSILON_DELTA = 1e-5
@@ -39,6 +39,11 @@ class Audit:
     robustness
         Fraction of noisy label-only queries around each record that each model labels correctly ``[M, N]``,
         or ``None``.
+    white_box, white_box_names
+        Features computed from each model's parameters on each record ``[M, N, F]`` and their names, or ``None``.
+    rounds, population_rounds
+        A federated insider's view: outputs after each of ``T`` rounds on the audited records ``[T, M, N, C]``
+        and on the population ``[T, M, P, C]``, or ``None``.
     """
 
     outputs: np.ndarray
@@ -48,15 +53,24 @@ class Audit:
     population_labels: np.ndarray | None = None
     robustness: np.ndarray | None = None
     task: str = "classification"
+    white_box: np.ndarray | None = None
+    white_box_names: tuple[str, ...] = ()
+    rounds: np.ndarray | None = None
+    population_rounds: np.ndarray | None = None
 
     @property
     def n_models(self) -> int:
         return len(self.keep)
 
-    def attack_data(self, target: int, excluded: Iterable[int] = ()) -> AttackData:
-        """The attacker's view of ``target``: the other models (less ``excluded``) are its references."""
+    def attack_data(
+        self, target: int, excluded: Iterable[int] = (), leaked: np.ndarray | None = None
+    ) -> AttackData:
+        """The attacker's view of ``target``: the other models (less ``excluded``) are its references; with
+        ``leaked`` (record indices) the attacker also knows the target's membership of those records."""
         refs = [m for m in range(self.n_models) if m != target and m not in set(excluded)]
         has_population, has_robustness = self.population_outputs is not None, self.robustness is not None
+        has_white_box, has_rounds = self.white_box is not None, self.rounds is not None
+        has_population_rounds = self.population_rounds is not None
         return AttackData(
             self.outputs[target], self.labels, self.outputs[refs], self.keep[refs],
             population_target=self.population_outputs[target] if has_population else None,
@@ -65,23 +79,57 @@ class Audit:
             target_robustness=self.robustness[target] if has_robustness else None,
             reference_robustness=self.robustness[refs] if has_robustness else None,
             task=self.task,
+            target_white_box=self.white_box[target] if has_white_box else None,
+            reference_white_box=self.white_box[refs] if has_white_box else None,
+            white_box_names=self.white_box_names,
+            leaked_index=leaked,
+            leaked_membership=None if leaked is None else self.keep[target, leaked],
+            target_rounds=self.rounds[:, target] if has_rounds else None,
+            reference_rounds=self.rounds[:, refs] if has_rounds else None,
+            population_target_rounds=self.population_rounds[:, target] if has_population_rounds else None,
+            population_reference_rounds=self.population_rounds[:, refs] if has_population_rounds else None,
         )
+
+
+def leaked_records(keep: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The records whose membership a leaked-samples attacker knows: ``fraction`` of the model's members and the
+    same fraction of its non-members (rounded, at least one of each), drawn with ``seed``; sorted indices."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for group in (np.flatnonzero(keep), np.flatnonzero(~keep)):
+        n = min(len(group) - 1, max(1, round(fraction * len(group))))
+        chosen.append(rng.choice(group, n, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def leak_of(attack: ComponentSpec, target: int) -> tuple[float, int] | None:
+    """``(fraction, seed)`` of the leak an attack assumes about ``target``, or None for reference-model attacks."""
+    if ATTACKS.get(attack.name).tag("knowledge", attack.kwargs, "references") != "leaked":
+        return None
+    return attack.kwargs["fraction"], derive_seed(attack.kwargs["seed"], "leak", target)
 
 
 def skip_reason(
     attack: Component, release: str, has_population: bool = True, can_query: bool = True,
-    task: str = "classification",
+    task: str = "classification", params: dict[str, Any] | None = None, has_rounds: bool = False,
+    has_parameters: bool = True,
 ) -> str | None:
-    """Why ``attack`` cannot run on this release (it needs what the release or the audit lacks), or None."""
-    tasks = attack.tags.get("tasks", ("classification",))
+    """Why ``attack`` (with ``params``) cannot run on this release (it needs what the release or the audit
+    lacks), or None. A white-box attack (``needs="parameters"``) sees the weights, whatever the release shows."""
+    tasks = attack.tag("tasks", params, ("classification",))
     if task not in tasks:
         return f"supports {' and '.join(tasks)} only; this cell is {task}"
-    if attack.tags.get("needs", "probabilities") == "probabilities" and release != "probabilities":
+    needs = attack.tag("needs", params, "probabilities")
+    if needs == "probabilities" and release != "probabilities":
         return f"needs probabilities; the release shows {release} only"
-    if attack.tags.get("needs_population") and not has_population:
+    if needs == "parameters" and not has_parameters:
+        return "needs the model's parameters (white-box access); the audit has released outputs only"
+    if attack.tag("needs_population", params) and not has_population:
         return "needs population records (outputs on data no model trained on)"
-    if attack.tags.get("queries") == "perturbed_labels" and not can_query:
+    if attack.tag("queries", params) == "perturbed_labels" and not can_query:
         return "needs label-only queries of the models on perturbed records"
+    if attack.tag("needs_rounds", params) and not has_rounds:
+        return "needs the models of every federated round; runs on cells with training engine 'federated' only"
     return None
 
 
@@ -90,9 +138,11 @@ def calibration_models(n_models: int, target: int, k: int) -> list[int]:
     return [(target + 1 + i) % n_models for i in range(k)]
 
 
-def run_attack(attack: ComponentSpec, audit: Audit, target: int, excluded: Iterable[int] = ()) -> AttackOutput:
+def run_attack(
+    attack: ComponentSpec, audit: Audit, target: int, excluded: Iterable[int] = (), leaked: np.ndarray | None = None
+) -> AttackOutput:
     """Scores of one attack against model ``target``, with a check that they are one finite score per record."""
-    data = audit.attack_data(target, excluded)
+    data = audit.attack_data(target, excluded, leaked)
     out = ATTACKS.get(attack.name).obj(data, **attack.kwargs)
     out = out if isinstance(out, AttackOutput) else AttackOutput(out)
     scores = np.asarray(out.scores, dtype=np.float64)
@@ -107,25 +157,46 @@ def run_attack(attack: ComponentSpec, audit: Audit, target: int, excluded: Itera
 
 def score_target(attack: ComponentSpec, audit: Audit, target: int, calibration: list[int]) -> dict[str, np.ndarray]:
     """The target's scores and diagnostics (``info/<name>``), and each calibration model's scores when it is
-    audited in the target's place (with the target left out of its references)."""
-    out = run_attack(attack, audit, target)
-    return {
+    audited in the target's place (with the target left out of its references).
+
+    For a leaked-samples attacker, ``evaluated`` ``[N]`` and ``calibration_evaluated`` ``[k, N]`` mark the
+    records whose membership was *not* leaked: metrics are computed on those only.
+    """
+    models = [target, *calibration]
+    leaks = [leak_of(attack, m) for m in models]
+    leaked = [None if leak is None else leaked_records(audit.keep[m], *leak)
+              for m, leak in zip(models, leaks, strict=True)]
+    out = run_attack(attack, audit, target, leaked=leaked[0])
+    scores = {
         "target": out.scores,
-        "calibration": np.stack([run_attack(attack, audit, r, excluded={target}).scores for r in calibration]),
+        "calibration": np.stack([run_attack(attack, audit, r, excluded={target}, leaked=known).scores
+                                 for r, known in zip(calibration, leaked[1:], strict=True)]),
         **{f"info/{k}": np.array(v, dtype=np.float64) for k, v in out.info.items()},
     }
+    if leaked[0] is not None:
+        evaluated = np.ones((len(models), audit.keep.shape[1]), dtype=bool)
+        for row, known in zip(evaluated, leaked, strict=True):
+            row[known] = False
+        scores["evaluated"], scores["calibration_evaluated"] = evaluated[0], evaluated[1:]
+    return scores
 
 
 def target_metrics(
     scores: dict[str, np.ndarray], keep: np.ndarray, target: int, calibration: list[int]
 ) -> dict[str, Any]:
-    """Every metric of one target's scores; the thresholds are chosen on the calibration models' audits."""
-    reference_scores, reference_membership = scores["calibration"].ravel(), keep[calibration].ravel()
+    """Every metric of one target's scores; the thresholds are chosen on the calibration models' audits. Records
+    marked not ``evaluated`` (leaked to the attacker) take no part."""
+    n = keep.shape[1]
+    evaluated = scores.get("evaluated", np.ones(n, dtype=bool))
+    reference_evaluated = scores.get("calibration_evaluated", np.ones((len(calibration), n), dtype=bool))
+    reference_scores = scores["calibration"][reference_evaluated]
+    reference_membership = keep[calibration][reference_evaluated]
     threshold = best_threshold(reference_scores, reference_membership)
     eps_threshold = epsilon_threshold(reference_scores, reference_membership, EPSILON_DELTA)
+    target_scores, members = scores["target"][evaluated], keep[target][evaluated]
     return {
-        **attack_metrics(scores["target"], keep[target], threshold).as_row(),
-        "epsilon_lower_bound": epsilon_at_threshold(scores["target"], keep[target], eps_threshold, EPSILON_DELTA),
+        **attack_metrics(target_scores, members, threshold).as_row(),
+        "epsilon_lower_bound": epsilon_at_threshold(target_scores, members, eps_threshold, EPSILON_DELTA),
         **{k.split("/", 1)[1]: float(v) for k, v in scores.items() if k.startswith("info/")},
     }
 

@@ -239,7 +239,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for name in names:
         component = ATTACKS.get(name)
         row: dict = {"attack": name}
-        reason = skip_reason(component, "probabilities", audit.population_outputs is not None, can_query=False)
+        reason = skip_reason(component, "probabilities", audit.population_outputs is not None, can_query=False,
+                             has_parameters=False)
         if reason:
             row["skipped"] = reason
         else:

@@ -33,16 +33,20 @@ import yaml
 
 from bench.errors import BenchError, did_you_mean
 from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Param, Registry, validate_params
-from bench.spec import Cell, ComponentSpec, Union
+from bench.spec import Cell, ComponentSpec, Union, stable_hash
+from defenses.base import Defense
+from targets.federated import FEDERATED_PARAMS, engine_settings
 
 TRAINING_PARAMS = (
-    Param("epochs", int, 30, "passes over each model's training set", low=1, high=100_000),
+    Param("epochs", int, 30, "passes over each model's training set (federated engine: local epochs per round)",
+          low=1, high=100_000),
     Param("batch_size", int, 64, "minibatch size per model", low=1, high=1_000_000),
     Param("lr", float, 1e-3, "learning rate", low=0.0, low_inclusive=False, high=10.0),
     Param("optimizer", str, "adam", "optimizer of every model", choices=("adam", "sgd")),
     Param("momentum", float, 0.9, "SGD momentum (ignored by adam)", low=0.0, high=1.0, high_inclusive=False),
-    Param("engine", str, "ensemble", "train the M models stacked with vmap ('ensemble') or one by one ('loop')",
-          choices=("ensemble", "loop")),
+    Param("engine", str, "ensemble", "train the M models stacked with vmap ('ensemble'), one by one ('loop'), or "
+          "each by FedAvg over sites of its records ('federated')", choices=("ensemble", "loop", "federated")),
+    *FEDERATED_PARAMS,
 )
 
 PROTOCOL_PARAMS = (
@@ -140,7 +144,8 @@ def expand_grid(raw: Any, path: Path) -> Grid:
 
     where = f"grid {path}"
     axes = {key: _component_axis(raw[key], registry, f"{where}: {key}") for key, registry in AXES.items()}
-    training = _sweep(TRAINING_PARAMS, raw.get("training"), f"{where}: training")
+    training = _engine_settings(_sweep(TRAINING_PARAMS, raw.get("training"), f"{where}: training"),
+                                f"{where}: training")
     protocol = _sweep(PROTOCOL_PARAMS, raw.get("protocol"), f"{where}: protocol")
     for proto in protocol:
         _check_protocol(proto, where)
@@ -162,6 +167,7 @@ def expand_grid(raw: Any, path: Path) -> Grid:
     for cell in kept:
         check_compatible(cell, where)
     check_attack_tasks(kept, where)
+    check_federated_attacks(kept, where)
     return Grid(str(raw.get("name") or path.stem), path, tuple(kept), len(cells) - len(kept))
 
 
@@ -208,6 +214,12 @@ def check_compatible(cell: Cell, where: str) -> None:
             f"{where}: architecture {cell.architecture.name!r} takes {' or '.join(accepts)} inputs but dataset "
             f"{cell.dataset.label()} gives {inputs} inputs; exclude the pair or pick another architecture"
         )
+    if cell.training_params.get("engine") == "federated" and defense.obj.train is not Defense.train:
+        raise BenchError(
+            f"{where}: defense {cell.defense.name!r} replaces the training procedure, which the federated engine "
+            "does not run; use it with engine 'ensemble' or 'loop', or pick a defense that shapes the loss, "
+            "architecture, optimizer or release (none, l2, dropout, label_smoothing, memguard, ...)"
+        )
     for attack in cell.attacks:
         allowed_inputs = ATTACKS.get(attack.name).tags.get("inputs")
         if allowed_inputs and inputs not in allowed_inputs:
@@ -230,6 +242,29 @@ def check_attack_tasks(cells: Sequence[Cell], where: str) -> None:
             raise BenchError(
                 f"{where}: attack {attack.name!r} supports {' and '.join(tasks)} only, but the grid's datasets "
                 f"({datasets}) are {' and '.join(sorted(grid_tasks))}; remove the attack or add a fitting dataset"
+            )
+
+
+def check_federated_attacks(cells: Sequence[Cell], where: str) -> None:
+    """Refuse an insider attack on federated rounds in a grid without a federated cell (it would be skipped
+    everywhere)."""
+    federated = [cell for cell in cells if cell.training_params.get("engine") == "federated"]
+    for cell in federated:
+        for attack in cell.attacks:
+            site, sites = attack.kwargs.get("site"), cell.training_params["sites"]
+            if ATTACKS.get(attack.name).tag("needs_rounds", attack.kwargs) and attack.kwargs.get("view") == "site" \
+                    and site >= sites:
+                raise BenchError(
+                    f"{where}: attack {attack.label()} watches site {site}, but the federation has {sites} sites "
+                    f"(0 to {sites - 1}); lower the attack's site or raise training.sites"
+                )
+    if federated:
+        return
+    for attack in cells[0].attacks:
+        if ATTACKS.get(attack.name).tag("needs_rounds", attack.kwargs):
+            raise BenchError(
+                f"{where}: attack {attack.name!r} watches the rounds of federated training, but no cell of the grid "
+                "is federated; add `engine: federated` (with sites and rounds) to training, or remove the attack"
             )
 
 
@@ -307,6 +342,12 @@ def _unions(entries: Any, attacks: list[ComponentSpec], where: str) -> tuple[Uni
                     f" ({', '.join(sorted(labels))}); name a setting by its full label when an attack has several"
                 )
             names.append(labels[str(name)])
+            spec = next(a for a in attacks if a.label() == labels[str(name)])
+            if ATTACKS.get(spec.name).tag("knowledge", spec.kwargs, "references") != "references":
+                raise BenchError(
+                    f"{where}: union attack {name!r} is a leaked-samples attacker, scored on fewer records than the "
+                    "others; unions combine reference-model attacks only"
+                )
         if len(set(names)) < 2:
             raise BenchError(f"{where}: a union needs at least two different attacks, got {entry['attacks']!r}")
         fprs = entry["fpr"] if isinstance(entry["fpr"], list) else [entry["fpr"]]
@@ -314,6 +355,19 @@ def _unions(entries: Any, attacks: list[ComponentSpec], where: str) -> tuple[Uni
             value = UNION_FPR.validate(fpr, f"{where}: union")
             out.append(Union(tuple(names), value))
     return tuple(dict.fromkeys(out))
+
+
+def _engine_settings(trainings: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """Each training's settings for its engine: federated settings go to the federated trainings of a sweep
+    (``engine: [ensemble, federated]``) and are refused when no training is federated."""
+    if not any(train["engine"] == "federated" for train in trainings):
+        stray = sorted({p.name for train in trainings for p in FEDERATED_PARAMS if train[p.name] != p.default})
+        if stray:
+            raise BenchError(
+                f"{where}: {', '.join(stray)} apply to the federated engine only, but no training of the grid is "
+                "federated; add `engine: federated` or remove them"
+            )
+    return list({stable_hash(settings): settings for settings in map(engine_settings, trainings)}.values())
 
 
 def _check_protocol(proto: Mapping[str, Any], where: str) -> None:

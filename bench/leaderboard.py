@@ -12,6 +12,11 @@ For each setting (every seed and target of a cell setting pooled, see :mod:`benc
 - ``pareto``: whether the setting is Pareto-optimal within its dataset × architecture group (:func:`pareto_mask`).
 
 Union rows (no AUC) and attacks skipped on a defense's release (NaN metrics) take no part in the ranking.
+
+The strongest attack is that of the *outsider* who sees what the defense releases and trains reference models
+(store columns ``access`` = black-box, ``knowledge`` = references). Attackers with more access or knowledge are
+reported beside it, each class with its own strongest attack (:data:`THREATS`): white-box (the released
+weights), the attacker holding leaked training samples, and the federated insider who sees every round.
 """
 
 from __future__ import annotations
@@ -59,6 +64,29 @@ def attack_rows(df: pd.DataFrame) -> pd.DataFrame:
     if "skipped" in rows.columns:
         rows = rows[rows["skipped"].isna()]
     return rows[rows[PRIVACY].notna()] if PRIVACY in rows.columns else rows.iloc[0:0]
+
+
+#: Attacker classes reported beside the outsider: name → (access, knowledge) of their store rows.
+OUTSIDER = ("black-box", "references")
+THREATS = {
+    "white-box": ("white-box", "references"),
+    "leaked samples": (None, "leaked"),
+    "federated insider": ("insider", "references"),
+}
+
+
+def threat_mask(rows: pd.DataFrame, access: str | None, knowledge: str | None) -> pd.Series:
+    """Rows of attackers with this access and knowledge (None: any). Stores written before these columns
+    existed hold outsider rows only."""
+    access_col = rows["access"].fillna(OUTSIDER[0]) if "access" in rows else pd.Series(OUTSIDER[0], rows.index)
+    knowledge_col = rows["knowledge"].fillna(OUTSIDER[1]) if "knowledge" in rows else pd.Series(OUTSIDER[1],
+                                                                                                  rows.index)
+    mask = pd.Series(True, rows.index)
+    if access is not None:
+        mask &= access_col == access
+    if knowledge is not None:
+        mask &= knowledge_col == knowledge
+    return mask
 
 
 def utility_column(rows: pd.DataFrame) -> str | None:
@@ -149,7 +177,7 @@ def build_leaderboard(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd
             if column in df.columns:
                 mean, low, high = mean_ci(models[column] if column in models else [], n_boot, seed)
                 entry.update({column: mean, f"{column}_ci_low": low, f"{column}_ci_high": high})
-        summary = attack_summary(rows, n_boot, seed)
+        summary = attack_summary(rows[threat_mask(rows, *OUTSIDER)], n_boot, seed)
         best = strongest(summary)
         entry["strongest_attack"] = best["attack"] if best is not None else ""
         for metric in ATTACK_METRICS:
@@ -166,6 +194,11 @@ def build_leaderboard(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd
         entry["epsilon_lower_bound_attack"] = summary.loc[bounds.idxmax(), "attack"] if bounds.notna().any() else ""
         resolvable = attack_rows(rows)["min_resolvable_fpr"] if "min_resolvable_fpr" in rows else pd.Series()
         entry["min_resolvable_fpr"] = float(resolvable.max()) if resolvable.notna().any() else float("nan")
+        for threat, (access, knowledge) in THREATS.items():
+            other = strongest(attack_summary(rows[threat_mask(rows, access, knowledge)], n_boot, seed))
+            entry[f"{threat}: attack"] = other["attack"] if other is not None else ""
+            for metric in ATTACK_METRICS:
+                entry[f"{threat}: {metric}"] = other[metric] if other is not None else float("nan")
         out.append(entry)
     board = pd.DataFrame(out)
     board["strength"] = strengths(board, defense_params)
@@ -248,6 +281,7 @@ def to_markdown(board: pd.DataFrame, source: str = "") -> str:
                 f"{row['target_models']} ({row['seeds']} seed{'s' * (row['seeds'] > 1)})",
             ]
             lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+        lines += _other_attackers(rows, common)
         resolvable = rows["min_resolvable_fpr"].dropna()
         if len(resolvable) and (resolvable > PRIVACY_FPR).any():
             lines += ["", f"† Some targets are audited on only {int(round(1 / resolvable.max()))} non-members "
@@ -255,6 +289,25 @@ def to_markdown(board: pd.DataFrame, source: str = "") -> str:
                       "0.1 % FPR is the TPR at FPR = 0."]
         lines.append("")
     return "\n".join(lines)
+
+
+def _other_attackers(rows: pd.DataFrame, common: str) -> list[str]:
+    """Markdown lines of the group's attackers beyond the outsider (:data:`THREATS`), if the store has any."""
+    entries = []
+    for _, row in rows.iterrows():
+        name = row["defense"] + (f" [{row['options']}]" if row["options"] and not common else "")
+        for threat in THREATS:
+            if row.get(f"{threat}: attack"):
+                entries.append([name, threat, row[f"{threat}: attack"],
+                                *[_num(row[f"{threat}: {m}"]) for m in ATTACK_METRICS]])
+    if not entries:
+        return []
+    header = ["defense", "attacker", "strongest attack", "TPR @ 0.1 % FPR", "AUC", "balanced accuracy"]
+    lines = ["", "Attackers beyond the outsider (white-box: sees the weights; leaked samples: knows part of the "
+             "target's training set and is scored on the rest; federated insider: sees every round's model):", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in entry) + " |" for entry in entries]
+    return lines
 
 
 def write_leaderboard(board: pd.DataFrame, out_dir: Path | str, source: str = "") -> tuple[Path, Path]:

@@ -27,14 +27,18 @@ from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
 from bench.spec import Cell, ComponentSpec, Union, derive_seed
 from targets.datasets import Dataset
 from targets.ensemble import Ensemble, Inputs
+from targets.federated import GLOBAL_SNAPSHOT, SITE_SNAPSHOT
 from targets.membership import membership_matrix, split_pool_test
+from targets.white_box import white_box_features
 
 INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "X/bonds", ...
 
 STAGE_VERSIONS = {
     "features": 1, "split": 1, "models": 2, "observations": 3, "scores": 1, "metrics": 4,
-    "robustness": 1,
+    "robustness": 1, "white_box": 1,
 }
+SNAPSHOT = "snapshot."  # models-stage tensors of intermediate models (federated rounds)
+ROUND_VIEWS = {"global": GLOBAL_SNAPSHOT, "site": SITE_SNAPSHOT}
 
 
 
@@ -210,6 +214,7 @@ class CellRun:
             return {
                 **ensemble.state(), "history.loss": torch.from_numpy(log.history),
                 "membership": torch.from_numpy(trained_on),
+                **{f"{SNAPSHOT}{k}": v for k, v in log.snapshots.items()},
                 **{f"info.{k}": torch.tensor(float(v), dtype=torch.float64) for k, v in log.info.items()},
             }
 
@@ -237,25 +242,68 @@ class CellRun:
         """Every model's released outputs on the pool and test records, and its utility (``utility/<name>``).
 
         Classification releases log-probabilities ``[M, N, C]``; regression releases predictions ``[M, N, 1]``.
-        Utility is that of what is released (a release may change a prediction, e.g. by rounding ties).
+        Utility is that of what is released (a release may change a prediction, e.g. by rounding ties). A
+        federated cell also releases, to an insider, every round's global model (``rounds.global/pool``
+        ``[T, M, N, C]``) and every site's local model (``rounds.site/pool`` ``[T, M, K, N, C]``), and the same
+        on the test records (``.../test``).
         """
 
         def compute() -> dict[str, np.ndarray]:
             f, s = self.features(), self.split()
-            outputs = self._ensemble().predict(self.inputs()).double()
-            if self.task == "classification":
-                outputs = torch.log_softmax(outputs, dim=-1)
-            outputs = outputs.float().cpu().numpy()
             rng = np.random.default_rng(derive_seed(self.cell.seed, "release"))
-            pool = self.defense.release(outputs[:, s["pool"]], rng)
-            test = self.defense.release(outputs[:, s["test"]], rng)
+            pool, test = self._release(self._ensemble(), rng)
             y = f["y"]
             utility = UTILITY[self.task](pool, y[s["pool"]], self.membership(), test, y[s["test"]])
-            return {"pool": pool, "test": test, **{f"utility/{k}": v for k, v in utility.items()}}
+            out = {"pool": pool, "test": test, **{f"utility/{k}": v for k, v in utility.items()}}
+            for view in ROUND_VIEWS:
+                for part, arrays in zip(("pool", "test"), self._round_releases(view, rng), strict=True):
+                    out[f"rounds.{view}/{part}"] = arrays
+            return {k: v for k, v in out.items() if v is not None}
 
         return self._stage(
             "observations", self.observations_key, "arrays", compute, {"models": self.models_key}
         )
+
+    def _release(self, ensemble: Ensemble, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """What the defense releases of ``ensemble``'s outputs on the pool and on the test records."""
+        s = self.split()
+        outputs = ensemble.predict(self.inputs()).double()
+        if self.task == "classification":
+            outputs = torch.log_softmax(outputs, dim=-1)
+        outputs = outputs.float().cpu().numpy()
+        return self.defense.release(outputs[:, s["pool"]], rng), self.defense.release(outputs[:, s["test"]], rng)
+
+    def _round_releases(self, view: str, rng: np.random.Generator) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The releases of the snapshot models of ``view`` after every round, pool and test (None if the cell
+        keeps no snapshots): ``[T, M, N, C]`` for the global model, ``[T, M, K, N, C]`` for the sites'."""
+        prefix = f"{SNAPSHOT}{ROUND_VIEWS[view]}"
+        snaps = {k[len(prefix):]: v for k, v in self.models().items() if k.startswith(prefix)}
+        if not snaps:
+            return None, None
+        factory, lead = self._factory(self.features()), 2 if view == "site" else 1
+        models_shape = next(iter(snaps.values())).shape[1:1 + lead]  # (M,) or (M, K)
+        repeat = models_shape[1] if view == "site" else 1
+        buffers = {k: v.repeat_interleave(repeat, 0) for k, v in self.models().items() if k.startswith("buffer.")}
+        pools, tests = [], []
+        for t in range(len(next(iter(snaps.values())))):
+            state = {**buffers, **{f"param.{k}": v[t].flatten(0, lead - 1) for k, v in snaps.items()}}
+            pool, test = self._release(Ensemble.from_state(factory, state, self.device), rng)
+            pools.append(pool.reshape(*models_shape, *pool.shape[1:]))
+            tests.append(test.reshape(*models_shape, *test.shape[1:]))
+        return np.stack(pools), np.stack(tests)
+
+    def white_box(self) -> dict[str, np.ndarray]:
+        """White-box features of every model on every pool record ``[M, N, F]`` (see
+        :func:`targets.white_box.white_box_features`) and their names."""
+        key = self._key("white_box", models=self.models_key)
+
+        def compute() -> dict[str, np.ndarray]:
+            f, s = self.features(), self.split()
+            y = torch.as_tensor(f["y"][s["pool"]], device=self.device)
+            features, names = white_box_features(self._ensemble(), self.inputs(s["pool"]), y)
+            return {"features": features, "names": np.array(names)}
+
+        return self._stage("white_box", key, "arrays", compute, {"models": self.models_key})
 
     def utility(self, target: int) -> dict[str, float]:
         """The target's utility columns (accuracies, or R² and MAE for regression)."""
@@ -291,10 +339,20 @@ class CellRun:
         """The released outputs of the M models with their membership (the test set is the population), and the
         label-only queries that ``attack`` asks for."""
         obs, s, y = self.observations(), self.split(), self.features()["y"]
-        robustness = None
-        if attack is not None and ATTACKS.get(attack.name).tags.get("queries") == "perturbed_labels":
-            robustness = self.robustness(attack.kwargs["noise"], attack.kwargs["queries"])
-        return Audit(obs["pool"], self.membership(), y[s["pool"]], obs["test"], y[s["test"]], robustness, self.task)
+        component = None if attack is None else ATTACKS.get(attack.name)
+        params = None if attack is None else attack.kwargs
+        extra: dict[str, Any] = {}
+        if component is not None and component.tag("queries", params) == "perturbed_labels":
+            extra["robustness"] = self.robustness(params["noise"], params["queries"])
+        if component is not None and component.tag("needs", params) == "parameters":
+            white_box = self.white_box()
+            extra["white_box"], extra["white_box_names"] = white_box["features"], tuple(white_box["names"].tolist())
+        if component is not None and component.tag("needs_rounds", params):
+            pool, test = obs[f"rounds.{params['view']}/pool"], obs[f"rounds.{params['view']}/test"]
+            if params["view"] == "site":
+                pool, test = pool[:, :, params["site"]], test[:, :, params["site"]]
+            extra["rounds"], extra["population_rounds"] = pool, test
+        return Audit(obs["pool"], self.membership(), y[s["pool"]], obs["test"], y[s["test"]], task=self.task, **extra)
 
     def scores(self, attack: ComponentSpec, target: int) -> dict[str, np.ndarray]:
         return self._stage(
@@ -322,10 +380,15 @@ class CellRun:
         """Every (attack, target) row of the cell, computing only the stages missing from the cache."""
         computed_before = sum(self.cache.misses.values())
         rows, samples = [], []
+        has_rounds = self.cell.training_params.get("engine") == "federated"
         for attack in self.cell.attacks:
-            reason = skip_reason(ATTACKS.get(attack.name), self.defense.releases, task=self.task)
+            component = ATTACKS.get(attack.name)
+            reason = skip_reason(component, self.defense.releases, task=self.task, params=attack.kwargs,
+                                 has_rounds=has_rounds)
+            threat = {"access": component.tag("access", attack.kwargs, "black-box"),
+                      "knowledge": component.tag("knowledge", attack.kwargs, "references")}
             for target in range(self.protocol["n_targets"]):
-                row = {**self.cell.columns(), "cell": self.cell.label, "attack": attack.name}
+                row = {**self.cell.columns(), "cell": self.cell.label, "attack": attack.name, **threat}
                 row.update({f"attack.{k}": v for k, v in attack.params})
                 row["attack_key"] = attack.label()
                 row["target"] = target
@@ -355,13 +418,15 @@ class CellRun:
         }
 
     def _samples(self, attack: ComponentSpec, target: int) -> pd.DataFrame:
-        """One row per audited record: its index in the dataset, label, membership and score."""
-        s = self.split()
+        """One row per audited record: its index in the dataset, label, membership and score (records leaked to
+        the attacker are left out)."""
+        s, scores = self.split(), self.scores(attack, target)
+        evaluated = scores.get("evaluated", np.ones(len(s["pool"]), dtype=bool))
         return pd.DataFrame({
             "cell_key": self.cell.key, "attack_key": attack.label(), "target": target, "record": s["pool"],
             "label": self.features()["y"][s["pool"]].astype(np.float64), "member": self.membership()[target],
-            "score": self.scores(attack, target)["target"],
-        })
+            "score": scores["target"],
+        })[evaluated]
 
 
 def classification_utility(

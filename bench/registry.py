@@ -168,6 +168,13 @@ class Component:
     def validate(self, given: Mapping[str, Any] | None, where: str | None = None) -> dict[str, Any]:
         return validate_params(self.params, given, where or f"{self.family[:-1]} {self.name!r}")
 
+    def tag(self, key: str, params: Mapping[str, Any] | None = None, default: Any = None) -> Any:
+        """The tag ``key``, resolved at ``params`` (the defaults if None) when it depends on the parameters."""
+        value = self.tags.get(key, default)
+        if callable(value) and key != "check":
+            value = value({**{p.name: p.default for p in self.params}, **(params or {})})
+        return value
+
     def describe(self) -> dict[str, Any]:
         """Name, description, parameters and tags; a tag that depends on the parameters is shown at the defaults."""
         defaults = {p.name: p.default for p in self.params}

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from targets.ensemble import ENGINES, Ensemble, Inputs, TrainingLog
+from targets.engines import ENGINES
+from targets.ensemble import Ensemble, Inputs, TrainingLog
 
 #: What a release can show the attacker: the full probability vector, or the predicted label only.
 RELEASES = ("probabilities", "labels")

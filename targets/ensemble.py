@@ -118,11 +118,13 @@ class TrainingLog:
     """What a training run reports: the mean loss per epoch and model ``[epochs, M]``, scalar facts (for example
     the ε a private training reached), which become columns of the results store, and, when the procedure held
     some of a model's members out of its training (a validation or reference set), the records each model
-    really trained on ``trained_on[M, N]``: the audit then counts the held-out records as non-members."""
+    really trained on ``trained_on[M, N]``: the audit then counts the held-out records as non-members. A procedure
+    whose intermediate models an insider sees (federated rounds) keeps them as ``snapshots`` (name → tensor)."""
 
     history: np.ndarray
     info: dict[str, float] = field(default_factory=dict)
     trained_on: np.ndarray | None = None
+    snapshots: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def make_optimizer(
@@ -234,6 +236,3 @@ def train_loop(
                     ensemble.params[k][m] = v
     return TrainingLog(history)
 
-
-#: How the M models of a cell are trained (the ``engine`` training setting).
-ENGINES: dict[str, Callable[..., TrainingLog]] = {"ensemble": train_ensemble, "loop": train_loop}

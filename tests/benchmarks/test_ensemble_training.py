@@ -11,7 +11,8 @@ import torch
 
 from defenses.base import Defense
 from targets.architectures import mlp
-from targets.ensemble import ENGINES, Ensemble
+from targets.engines import ENGINES
+from targets.ensemble import Ensemble
 from targets.membership import membership_matrix
 
 M = 16
