@@ -20,7 +20,7 @@ from bench.registry import ATTACKS, Param
     needs="labels",
     queries="perturbed_labels",
     tasks=("classification",),
-    inputs=("vector", "image"),
+    inputs=("vector", "image", "volume"),
 )
 def label_only(data: AttackData, noise: float, queries: int) -> AttackOutput:
     """Score = r_t(x) − mean of r_ref(x) over the references that did not train on x.

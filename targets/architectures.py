@@ -2,12 +2,13 @@
 
 A factory is called as ``factory(input_shape, n_outputs, **params)``. ``input_shape`` is the shape of one record:
 
-* a tuple for tensor inputs — ``(F,)`` for vectors, ``(C, H, W)`` for images;
+* a tuple for tensor inputs — ``(F,)`` for vectors, ``(C, H, W)`` for images, ``(D, H, W)`` or ``(C, D, H, W)`` for
+  volumes;
 * a dict ``{key: per-record shape}`` for dict inputs — for a molecular graph
   ``{"atoms": (A, F), "bonds": (A, A, B), "mask": (A,)}`` (see :mod:`targets.featurizers`), and ``forward``
   then receives the dict of batched tensors.
 
-The ``accepts`` tag lists the input kinds ("vector", "image", "graph") an architecture can take. The ensemble
+The ``accepts`` tag lists the input kinds ("vector", "image", "volume", "graph") an architecture can take. The ensemble
 trainer stacks ``n_models`` instances and runs them with ``torch.func.vmap``, so modules avoid in-place ops on
 their inputs, ``.item()`` and data-dependent Python control flow. No BatchNorm anywhere: it mixes samples, which
 DP-SGD cannot allow; GroupNorm or LayerNorm normalise within one record.
@@ -210,3 +211,90 @@ def mpnn(
             f"{list(bonds)}; use targets.featurizers.graph to build the inputs"
         )
     return MPNN(atoms[-1], bonds[-1], n_outputs, hidden, steps, dropout, readout)
+
+
+# --- convolutional network for volumes --------------------------------------------------------------------------
+
+
+class AddChannel(nn.Module):
+    """Insert a channel axis of size one before the last three: ``[B, D, H, W] → [B, 1, D, H, W]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(-4)
+
+
+class GlobalMeanPool3d(nn.Module):
+    """Mean over the three spatial dimensions: ``[B, C, D, H, W] → [B, C]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(-3, -2, -1))
+
+
+@ARCHITECTURES.register(
+    "cnn3d",
+    description="3-D convolutional network for volumes [D, H, W] or [C, D, H, W] (e.g. brain-MRI-like scans, as "
+    "in Gupta et al. 2021): `depth` blocks of 3-D conv (`channels` filters, `kernel_size`, same padding) → "
+    "GroupNorm → ReLU → dropout; global mean pooling over (D, H, W); a linear head.",
+    params=[
+        Param("channels", int, 8, "filters per convolution", low=1, high=1024),
+        Param("depth", int, 2, "number of convolution blocks", low=1, high=16),
+        Param("kernel_size", int, 3, "convolution kernel size (odd)", low=1, high=15),
+        Param("dropout", float, 0.0, "dropout rate after each block", low=0.0, high=1.0, high_inclusive=False),
+    ],
+    accepts=("volume",),
+)
+def cnn3d(
+    input_shape: InputShape, n_outputs: int, channels: int, depth: int, kernel_size: int, dropout: float
+) -> nn.Module:
+    """A 3-D CNN for per-record volumes.
+
+    Parameters
+    ----------
+    input_shape
+        Shape of one record: ``(D, H, W)`` (one channel, added inside the module) or ``(C, D, H, W)``.
+    n_outputs
+        Number of classes, or 1 for regression.
+    channels, depth, kernel_size, dropout
+        Filters per convolution, number of blocks, odd kernel size (same padding) and dropout rate after each block.
+
+    Returns
+    -------
+    nn.Module
+        An ``nn.Sequential`` mapping ``[B, D, H, W]`` (or ``[B, C, D, H, W]``) to ``[B, n_outputs]``. It uses no
+        in-place op on its input, no ``.item()`` and no data-dependent branch, so it runs under ``torch.func.vmap``.
+
+    Raises
+    ------
+    BenchError
+        For graph (dict) inputs, a per-record shape that is not 3-d or 4-d, or an even ``kernel_size``.
+    """
+    if isinstance(input_shape, Mapping):
+        raise BenchError(
+            f"architecture 'cnn3d' takes volume inputs, but the dataset gives a dict of arrays "
+            f"({', '.join(input_shape)}); use mpnn for graphs"
+        )
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) not in (3, 4):
+        raise BenchError(
+            f"architecture 'cnn3d' needs volume inputs shaped [D, H, W] or [C, D, H, W] per record, got {list(shape)}; "
+            "use a volume dataset (e.g. npz with inputs: volume), cnn for images [C, H, W] or mlp/logreg for vectors"
+        )
+    if kernel_size % 2 == 0:
+        raise BenchError(
+            f"architecture 'cnn3d': kernel_size={kernel_size} must be odd (same padding); use e.g. 3 or 5"
+        )
+    layers: list[nn.Module] = []
+    if len(shape) == 3:
+        layers.append(AddChannel())
+    fan_in = 1 if len(shape) == 3 else shape[0]
+    for _ in range(depth):
+        layers += [
+            nn.Conv3d(fan_in, channels, kernel_size, padding=kernel_size // 2),
+            nn.GroupNorm(_groups(channels), channels),
+            nn.ReLU(),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        fan_in = channels
+    layers += [GlobalMeanPool3d(), nn.Linear(channels, n_outputs)]
+    return nn.Sequential(*layers)

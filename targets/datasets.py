@@ -1,15 +1,15 @@
 """Datasets that ship with the installed packages, a seeded synthetic one, and loaders for the user's own files.
 
 Nothing is downloaded at run time: scikit-learn's bundled files (``breast_cancer``, ``digits``, ``diabetes``),
-the ChEMBL assay that RDKit's wheel ships (``chembl_activity``), a seeded generator (``synthetic_purchase``), and
-the user's CSV (``csv``) or NumPy archive (``npz``).
+the ChEMBL assay that RDKit's wheel ships (``chembl_activity``), seeded generators (``synthetic_purchase``,
+``synthetic_volumes``), and the user's CSV (``csv``) or NumPy archive (``npz``).
 
 Every dataset is a registered function returning a :class:`Dataset`. Its tags say what it holds: ``task``
-("classification" or "regression") and ``inputs`` ("vector", "image" with ``X[N, C, H, W]``, or "graph" with
-``X`` a dict of arrays); where they depend on the parameters the tag is a callable of the validated parameters.
-Bad input raises :class:`~bench.errors.BenchError` naming the problem and the fix. Rows are never dropped
-silently: loaders with ``drop_invalid`` drop bad rows only when asked, and then report how many (a warning, the
-log, and :attr:`Dataset.notes`).
+("classification" or "regression") and ``inputs`` ("vector", "image" with ``X[N, C, H, W]``, "volume" with
+``X[N, D, H, W]`` or ``X[N, C, D, H, W]``, or "graph" with ``X`` a dict of arrays); where they depend on the
+parameters the tag is a callable of the validated parameters. Bad input raises :class:`~bench.errors.BenchError`
+naming the problem and the fix. Rows are never dropped silently: loaders with ``drop_invalid`` drop bad rows only
+when asked, and then report how many (a warning, the log, and :attr:`Dataset.notes`).
 """
 
 from __future__ import annotations
@@ -451,17 +451,27 @@ def csv(
     return Dataset(X, y, task="classification", n_classes=n_classes, notes=tuple(notes))
 
 
+NPZ_LAYOUTS: dict[str, dict[int, str]] = {
+    "vector": {2: "[N, F]"},
+    "image": {4: "[N, C, H, W]"},
+    "volume": {4: "[N, D, H, W]", 5: "[N, C, D, H, W]"},
+}
+"""For each ``inputs`` kind of the ``npz`` loader, the ranks of ``X`` it accepts and their layouts."""
+
+
 @DATASETS.register(
     "npz",
     description=(
         "The user's NumPy archive (.npz) with arrays X (numeric; [N, F] for vector inputs, [N, C, H, W] for image "
-        "inputs) and y ([N]: any labels for classification, mapped to class indices in sorted order; numbers for "
-        "regression). Loaded with allow_pickle=False: object arrays are refused."
+        "inputs, [N, D, H, W] or [N, C, D, H, W] for volume inputs such as MRI scans) and y ([N]: any labels for "
+        "classification, mapped to class indices in sorted order; numbers for regression). Loaded with "
+        "allow_pickle=False: object arrays are refused."
     ),
     params=[
         Param("path", str, None, ".npz file to load (required)"),
         Param("task", str, "classification", "classification or regression", choices=TASKS),
-        Param("inputs", str, "vector", "vector: X[N, F]; image: X[N, C, H, W]", choices=("vector", "image")),
+        Param("inputs", str, "vector", "vector: X[N, F]; image: X[N, C, H, W]; volume: X[N, D, H, W] or "
+              "X[N, C, D, H, W]", choices=tuple(NPZ_LAYOUTS)),
     ],
     files=("path",),
     task=_task_tag,
@@ -500,10 +510,14 @@ def npz(path: str | None = None, task: str = "classification", inputs: str = "ve
                 raise BenchError(f"{source}: cannot read array {key!r} ({err}); {save_hint}") from None
     X, labels = arrays["X"], arrays["y"]
 
-    want_ndim = {"vector": 2, "image": 4}[inputs]
-    if X.ndim != want_ndim:
-        raise BenchError(f"{source}: X has shape {X.shape}, but inputs={inputs} needs {want_ndim} dimensions "
-                         f"({'[N, F]' if inputs == 'vector' else '[N, C, H, W]'}); reshape X or change inputs")
+    layouts = NPZ_LAYOUTS[inputs]
+    if X.ndim not in layouts:
+        need = " or ".join(str(d) for d in layouts)
+        shapes = " or ".join(layouts.values())
+        fits = [kind for kind, kinds in NPZ_LAYOUTS.items() if X.ndim in kinds]
+        fix = f"set inputs: {' or '.join(fits)} if that is what X holds, or reshape X" if fits else "reshape X"
+        raise BenchError(f"{source}: X has shape {X.shape}, but inputs={inputs} needs {need} dimensions "
+                         f"({shapes}); {fix}")
     if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
         raise BenchError(f"{source}: X has dtype {X.dtype}; it must be numeric (convert it with X.astype(np.float32))")
     if labels.ndim != 1 or len(labels) != len(X):
@@ -527,3 +541,109 @@ def npz(path: str | None = None, task: str = "classification", inputs: str = "ve
     y, n_classes = _class_indices(labels, source)
     return Dataset(X, y, task="classification", n_classes=n_classes)
 
+
+# --- synthetic volumes ------------------------------------------------------------------------------------------
+
+VOLUME_RADII = (0.25, 0.6)
+"""Smallest and largest blob radius of ``synthetic_volumes``, in units of the volume's half-width."""
+VOLUME_CENTRE = 0.35
+"""Blob centres of ``synthetic_volumes`` are uniform in ``[-VOLUME_CENTRE, VOLUME_CENTRE]³`` (half-width units),
+so that the largest blob stays inside the volume."""
+VOLUME_MAX_VOXELS = 2**28
+"""The most voxels (``n_samples × size³``) ``synthetic_volumes`` generates: 1 GiB of float32."""
+
+
+def synthetic_volumes_problem(params: Mapping[str, Any]) -> str | None:
+    """Grid-load check: the volumes must fit in memory."""
+    voxels = params["n_samples"] * params["size"] ** 3
+    if voxels > VOLUME_MAX_VOXELS:
+        return (f"n_samples × size³ = {voxels:,} voxels exceeds {VOLUME_MAX_VOXELS:,} (1 GiB of float32); lower "
+                "n_samples or size")
+    return None
+
+
+@DATASETS.register(
+    "synthetic_volumes",
+    description=(
+        "SYNTHETIC volumes for tests and demos only; not real MRI, and nothing learned on it says anything about "
+        "brains. Each record is a size³ volume X[N, D, H, W] (float32) holding one soft-edged bright ball at a "
+        f"random centre (uniform in ±{VOLUME_CENTRE} of the half-width) on a dark background, plus Gaussian voxel "
+        "noise (`noise`). A latent 'age' a, uniform in [0, 1], sets the ball's radius linearly from "
+        f"{VOLUME_RADII[0]} to {VOLUME_RADII[1]} of the half-width. regression: y = (a − 0.5)·√12 (a stand-in "
+        "for brain age, unit variance) plus Gaussian noise (`target_noise`): up to that noise the target is a smooth, "
+        "increasing function of the ball's volume, which a 3-D CNN can learn; the position carries no signal. "
+        "classification: "
+        "class 1 when that regression target is at least its median (2 balanced classes). Deterministic given `seed`."
+    ),
+    params=[
+        Param("n_samples", int, 200, "number of volumes", low=2, high=10_000_000),
+        Param("size", int, 12, "edge of every volume in voxels (D = H = W = size)", low=4, high=256),
+        Param("noise", float, 0.1, "standard deviation of the Gaussian noise added to every voxel", low=0.0,
+              high=10.0),
+        Param("target_noise", float, 0.1, "standard deviation of the Gaussian noise added to the (unit-variance) "
+              "target", low=0.0, high=10.0),
+        Param("task", str, "regression", "regression (the 'age' stand-in) or classification (above/below its "
+              "median)", choices=TASKS),
+        Param("seed", int, 0, "seed of the generator (ages, centres, voxel and target noise)", low=0),
+    ],
+    task=_task_tag,
+    inputs="volume",
+    n_classes=lambda p: 2 if p["task"] == "classification" else 1,
+    check=synthetic_volumes_problem,
+)
+def synthetic_volumes(
+    n_samples: int = 200,
+    size: int = 12,
+    noise: float = 0.1,
+    target_noise: float = 0.1,
+    task: str = "regression",
+    seed: int = 0,
+) -> Dataset:
+    """Seeded synthetic volumes whose target is set by the radius of a ball at a random position.
+
+    Parameters
+    ----------
+    n_samples, size
+        Number of volumes and their edge in voxels: ``X`` is ``[n_samples, size, size, size]``.
+    noise, target_noise
+        Standard deviations of the Gaussian noise on every voxel and on the (unit-variance) regression target.
+    task
+        "regression" (float32 target) or "classification" (int64 class: target at least its median).
+    seed
+        Seed of NumPy's generator; the same parameters give the same arrays.
+
+    Returns
+    -------
+    Dataset
+        ``X`` float32 ``[N, D, H, W]``; ``y`` as described for ``task``.
+
+    Raises
+    ------
+    BenchError
+        If ``n_samples × size³`` is more than :data:`VOLUME_MAX_VOXELS`.
+    """
+    problem = synthetic_volumes_problem({"n_samples": n_samples, "size": size})
+    if problem:
+        raise BenchError(f"synthetic_volumes: {problem}")
+    rng = np.random.default_rng(seed)
+    age = rng.random(n_samples)
+    radius = VOLUME_RADII[0] + (VOLUME_RADII[1] - VOLUME_RADII[0]) * age  # half-width units
+    centre = rng.uniform(-VOLUME_CENTRE, VOLUME_CENTRE, size=(n_samples, 3))
+    axis = np.linspace(-1.0, 1.0, size)  # voxel centres, half-width units
+    X = np.empty((n_samples, size, size, size), dtype=np.float32)
+    edge = 1.0 / size  # about half a voxel: the ball's surface is smooth, so its volume varies smoothly with radius
+    for start in range(0, n_samples, 256):  # in chunks: the float64 temporaries stay small
+        part = slice(start, start + 256)
+        c = centre[part]
+        distance = np.sqrt(
+            (axis[None, :, None, None] - c[:, 0, None, None, None]) ** 2
+            + (axis[None, None, :, None] - c[:, 1, None, None, None]) ** 2
+            + (axis[None, None, None, :] - c[:, 2, None, None, None]) ** 2
+        )
+        X[part] = 0.5 * (1.0 - np.tanh((distance - radius[part, None, None, None]) / (2.0 * edge)))
+    X += noise * rng.standard_normal(X.shape, dtype=np.float32)
+    target = (age - 0.5) * np.sqrt(12.0) + target_noise * rng.standard_normal(n_samples)
+    if task == "regression":
+        return Dataset(X, target.astype(np.float32), task="regression", n_classes=1)
+    y = (target >= np.median(target)).astype(np.int64)
+    return Dataset(X, y, task="classification", n_classes=2)

@@ -25,22 +25,25 @@ def inputs(kind: str, n: int = 24):
         X = torch.randn(n, 6, generator=g)
     elif kind == "image":
         X = torch.rand(n, 1, 8, 8, generator=g)
+    elif kind == "volume":
+        X = torch.rand(n, 5, 5, 5, generator=g)
     else:
         X = {k: torch.from_numpy(v) for k, v in fz.graph([SMILES[i % len(SMILES)] for i in range(n)]).items()}
     shape = {k: tuple(v.shape[1:]) for k, v in X.items()} if isinstance(X, dict) else tuple(X.shape[1:])
     return X, shape
 
 
-SMALL = {"mlp": {"width": 16}, "cnn": {"channels": 8}, "mpnn": {"hidden": 16, "steps": 2}}
+SMALL = {"mlp": {"width": 16}, "cnn": {"channels": 8}, "cnn3d": {"channels": 4}, "mpnn": {"hidden": 16, "steps": 2}}
 CASES = [
     (name, kind) for name in ARCHITECTURES.names() for kind in ARCHITECTURES.get(name).tags["accepts"]
 ]
 
 
 def test_every_architecture_declares_what_it_accepts():
-    assert {"logreg", "mlp", "cnn", "mpnn"} <= set(ARCHITECTURES.names())
-    assert {kind for _, kind in CASES} == {"vector", "image", "graph"}
+    assert {"logreg", "mlp", "cnn", "cnn3d", "mpnn"} <= set(ARCHITECTURES.names())
+    assert {kind for _, kind in CASES} == {"vector", "image", "volume", "graph"}
     assert ARCHITECTURES.get("cnn").tags["accepts"] == ("image",)
+    assert ARCHITECTURES.get("cnn3d").tags["accepts"] == ("volume",)
     assert ARCHITECTURES.get("mpnn").tags["accepts"] == ("graph",)
 
 
