@@ -421,13 +421,17 @@ def plot_risk(samples: pd.DataFrame, cell: str, out_dir: Path, k: int = 10) -> l
 
 def plot_cells(df: pd.DataFrame, cells: str | None) -> pd.DataFrame:
     """The cells that get per-cell figures: every cell the ``--cells`` filter selected, or without a filter the
-    first seed of each setting. Returns one row per cell: ``cell_key``, ``cell``."""
+    first seed of each setting. Returns one row per cell: ``cell_key``, ``cell`` — the cell's label, followed by
+    its options (``[engine=federated, ...]``) where cells that differ only in their training share a label."""
     per_cell = df.drop_duplicates("cell_key").sort_values(["setting", "seed", "cell_key"])
     if cells is None:
         per_cell = per_cell.drop_duplicates("setting")
     else:
         per_cell = per_cell[matches(per_cell["cell"].astype(str), cells)]
-    return per_cell[["cell_key", "cell"]].reset_index(drop=True)
+    per_cell = per_cell[["cell_key", "cell", "options"]].reset_index(drop=True)
+    shared = per_cell["cell"].duplicated(keep=False) & (per_cell["options"] != "")
+    per_cell.loc[shared, "cell"] = per_cell.loc[shared, "cell"] + " [" + per_cell.loc[shared, "options"] + "]"
+    return per_cell[["cell_key", "cell"]]
 
 
 def make_plots(df: pd.DataFrame, board: pd.DataFrame, samples: pd.DataFrame | None, out_dir: Path | str,

@@ -190,3 +190,12 @@ def test_a_site_beyond_the_federation_is_refused_at_load(tmp_path):
                                                                                               "site": 3}}]})
     with pytest.raises(BenchError, match="watches site 3, but the federation has 3 sites"):
         load_grid(str(grid))
+
+
+def test_more_sites_than_a_models_records_stops_the_cell_with_exit_2(tmp_path, capsys):
+    grid = write_grid(tmp_path, {**FEDERATED_GRID, "attacks": ["loss"],
+                                 "training": {**FEDERATED_GRID["training"], "sites": 1000}})
+    code = main(["grid", "--grid", str(grid), "--cache-dir", str(tmp_path / "c"), "--results", str(tmp_path / "r"),
+                 "--quiet"])
+    assert code == 2
+    assert "training.sites=1000" in capsys.readouterr().err

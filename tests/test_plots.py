@@ -175,6 +175,19 @@ def test_plot_cells_applies_the_detail_filter():
 
     df = pd.DataFrame({"cell_key": ["a", "b", "c"], "cell": ["d / mlp / none / seed=0", "d / mlp / l2 / seed=0",
                                                              "d / mlp / none / seed=1"],
-                       "setting": ["d / mlp / none", "d / mlp / l2", "d / mlp / none"], "seed": [0, 0, 1]})
+                       "setting": ["d / mlp / none", "d / mlp / l2", "d / mlp / none"], "seed": [0, 0, 1],
+                       "options": ["", "", ""]})
     assert plot_cells(df, "*/ none /*")["cell_key"].tolist() == ["a", "c"]
     assert plot_cells(df, None)["cell_key"].tolist() == ["b", "a"]
+
+
+def test_cells_that_differ_in_their_training_only_get_their_own_figures():
+    from bench.plots import plot_cells, slug
+
+    df = pd.DataFrame({"cell_key": ["a", "b", "c"], "cell": ["d / mlp / none / seed=0"] * 2 + ["d / mlp / l2 / seed=0"],
+                       "setting": ["d / mlp / none", "d / mlp / none [engine=federated, sites=4]", "d / mlp / l2"],
+                       "seed": [0, 0, 0], "options": ["", "engine=federated, sites=4", ""]})
+    labels = plot_cells(df, None).set_index("cell_key")["cell"]
+    assert labels["c"] == "d / mlp / l2 / seed=0" and labels["a"] == "d / mlp / none / seed=0"
+    assert labels["b"] == "d / mlp / none / seed=0 [engine=federated, sites=4]"
+    assert len({slug(label) for label in labels}) == 3
