@@ -63,12 +63,12 @@ def _component_label(row: pd.Series, family: str) -> str:
 
 
 def _labels_from_cell(row: pd.Series) -> tuple[str, str, str] | None:
-    """The dataset, architecture and defense labels of a ``cell`` label ``d / a / f / seed=N``."""
+    """The dataset, architecture and defense labels of a ``cell`` label ``d / a / f [/ engine] / seed=N``."""
     cell = row.get("cell")
     if not isinstance(cell, str):
         return None
     parts = cell.split(" / ")
-    if len(parts) != 4 or not parts[3].startswith("seed="):
+    if len(parts) not in (4, 5) or not parts[-1].startswith("seed="):
         return None
     if any(not parts[i].split("(")[0] == str(row[f]) for i, f in enumerate(FAMILIES)):
         return None

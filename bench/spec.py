@@ -121,7 +121,23 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.dataset.label()} / {self.architecture.label()} / {self.defense.label()} / seed={self.seed}"
+        """``dataset / architecture / defense / seed=N``, with the training engine before the seed when it is not
+        the default, e.g. ``... / none / federated(sites=4,rounds=10) / seed=0``."""
+        engine = self.engine_label()
+        return (f"{self.dataset.label()} / {self.architecture.label()} / {self.defense.label()} / "
+                + (f"{engine} / " if engine else "") + f"seed={self.seed}")
+
+    def engine_label(self) -> str:
+        """The training engine and the settings only it reads, as a label; ``""`` for the default engine."""
+        from targets.federated import FEDERATED_PARAMS  # targets imports this module
+
+        engine = self.training_params.get("engine", "ensemble")
+        if engine == "ensemble":
+            return ""
+        shown = [f"{p.name}={self.training_params[p.name]}" for p in FEDERATED_PARAMS
+                 if p.name in self.training_params and (p.name in ("sites", "rounds")
+                                                        or self.training_params[p.name] != p.default)]
+        return f"{engine}({','.join(shown)})" if shown else engine
 
     def columns(self) -> dict[str, Any]:
         """The cell's parameters as flat store columns (``dataset``, ``dataset.<param>``, ...)."""

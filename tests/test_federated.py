@@ -14,6 +14,7 @@ from bench.errors import BenchError
 from bench.grid import load_grid
 from bench.metrics import auc
 from bench.registry import ATTACKS
+from bench.settings import label_settings
 from bench.store import read_store
 from defenses.base import Defense
 from targets.architectures import mlp
@@ -156,6 +157,9 @@ def test_federated_cell_end_to_end(tmp_path):
     assert main(args) == 0
     rows = read_store(tmp_path / "r")
     assert (rows["training.engine"] == "federated").all() and (rows["training.sites"] == 3).all()
+    assert set(rows["cell"]) == {"breast_cancer / mlp(depth=1,width=16) / none / federated(sites=3,rounds=3) / seed=0"}
+    settings = label_settings(rows)
+    assert set(settings["defense"]) == {"none"} and "engine=federated" in settings["options"].iloc[0]
     by = {key: part.sort_values("target") for key, part in rows.groupby("attack_key")}
     assert set(by) == {"loss", "lira", "rounds", "rounds(combine=last)", "rounds(base=loss,site=1,view=site)"}
     # the last round's global model is the released model: the insider's last look is the outsider's attack
