@@ -87,6 +87,40 @@ def test_white_box_finds_smaller_losses_and_gradients_of_members(task):
     assert auc(scores, membership) > 0.8  # the best global rule (no per-record calibration) reaches ≈ 0.85
 
 
+def test_per_record_calibration_separates_hard_records_from_members():
+    """Every record has its own difficulty, shared by all models: against the references that left each record
+    out, the target's members stand out beyond the ≈ 0.85 that a global rule reaches."""
+    data, membership = white_box_data(signal=1.5, seed=1)
+    plain, calibrated = white_box_attack(data, **FAST), white_box_attack(data, calibrate=True, **FAST)
+    assert auc(calibrated, membership) > auc(plain, membership) + 0.05
+    assert auc(calibrated, membership) > 0.9
+    null, null_membership = white_box_data(n=1500, signal=0.0, seed=2)
+    assert abs(auc(white_box_attack(null, calibrate=True, **FAST), null_membership) - 0.5) < 0.05
+
+
+def test_calibration_is_a_z_score_against_k_other_out_references():
+    from attacks.white_box import calibrate_per_record
+
+    rng = np.random.default_rng(0)
+    keep = rng.random((9, 12)) < 0.3
+    keep[:4, 0] = False  # record 0 has the fewest OUT references: 4, so k = 3
+    keep[4:, 0] = True
+    assert (~keep).sum(0).min() == 4
+    refs, target = rng.exponential(size=(9, 12, 2)), rng.exponential(size=(12, 2))
+    t_z, r_z = calibrate_per_record(target, refs, keep)
+    x_r, x_t = np.log1p(refs), np.log1p(target)
+    k = 3
+    for i in range(12):
+        out = list(np.flatnonzero(~keep[:, i]))
+        np.testing.assert_allclose(t_z[i], (x_t[i] - x_r[out[:k], i].mean(0)) / (x_r[out[:k], i].std(0) + 1e-6))
+        for r in range(9):
+            others = [o for o in out if o != r][:k]
+            expected = (x_r[r, i] - x_r[others, i].mean(0)) / (x_r[others, i].std(0) + 1e-6)
+            np.testing.assert_allclose(r_z[r, i], expected, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="at least 3"):
+        calibrate_per_record(target, refs[:3], np.zeros((3, 12), bool) | np.eye(3, 12, dtype=bool))
+
+
 def test_white_box_is_at_chance_without_signal():
     data, membership = white_box_data(n=1500, signal=0.0, seed=2)
     assert abs(auc(white_box_attack(data, **FAST), membership) - 0.5) < 0.05
@@ -126,7 +160,8 @@ def test_white_box_is_registered_as_a_white_box_attack():
     component = ATTACKS.get("white_box")
     assert component.tag("needs") == "parameters" and component.tag("access") == "white-box"
     assert set(component.tag("tasks")) == {"classification", "regression"}
-    assert component.validate({}) == {"hidden": 64, "max_iter": 200, "max_train": 20000, "seed": 0}
+    assert component.validate({}) == {"hidden": 64, "max_iter": 200, "max_train": 20000, "seed": 0,
+                                      "calibrate": False}
     with pytest.raises(BenchError, match="out of range"):
         component.validate({"max_train": 1})
 
