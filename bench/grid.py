@@ -211,7 +211,7 @@ def check_compatible(cell: Cell, where: str) -> None:
     accepts = ARCHITECTURES.get(cell.architecture.name).tags.get("accepts", ("vector",))
     if inputs not in accepts:
         raise BenchError(
-            f"{where}: architecture {cell.architecture.name!r} takes {' or '.join(accepts)} inputs but dataset "
+            f"{where}: architecture {cell.architecture.name!r} takes {_one_of(accepts)} inputs but dataset "
             f"{cell.dataset.label()} gives {inputs} inputs; exclude the pair or pick another architecture"
         )
     if cell.training_params.get("engine") == "federated" and defense.obj.train is not Defense.train:
@@ -224,10 +224,15 @@ def check_compatible(cell: Cell, where: str) -> None:
         allowed_inputs = ATTACKS.get(attack.name).tags.get("inputs")
         if allowed_inputs and inputs not in allowed_inputs:
             raise BenchError(
-                f"{where}: attack {attack.name!r} queries {' or '.join(allowed_inputs)} inputs but dataset "
+                f"{where}: attack {attack.name!r} queries {_one_of(allowed_inputs)} inputs but dataset "
                 f"{cell.dataset.label()} gives {inputs} inputs; remove the attack or the dataset from the grid"
             )
 
+
+
+def _one_of(kinds: Sequence[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    return kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
 
 
 def check_attack_tasks(cells: Sequence[Cell], where: str) -> None:
