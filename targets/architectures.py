@@ -85,10 +85,40 @@ def _groups(channels: int, most: int = 8) -> int:
 
 
 class GlobalMeanPool(nn.Module):
-    """Mean over the spatial dimensions: ``[B, C, H, W] → [B, C]``."""
+    """Mean over the last ``spatial`` dimensions: ``[B, C, H, W] → [B, C]`` (2), ``[B, C, D, H, W] → [B, C]`` (3)."""
+
+    def __init__(self, spatial: int = 2) -> None:
+        super().__init__()
+        self.dims = tuple(range(-spatial, 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(-2, -1))
+        return x.mean(dim=self.dims)
+
+
+CONVOLUTIONS = {2: nn.Conv2d, 3: nn.Conv3d}
+
+
+def conv_net(
+    spatial: int, fan_in: int, n_outputs: int, channels: int, depth: int, kernel_size: int, dropout: float,
+    architecture: str,
+) -> list[nn.Module]:
+    """The layers shared by ``cnn`` (``spatial`` = 2) and ``cnn3d`` (3): ``depth`` blocks of convolution (same
+    padding) → GroupNorm → ReLU → dropout, global mean pooling and a linear head."""
+    if kernel_size % 2 == 0:
+        raise BenchError(
+            f"architecture {architecture!r}: kernel_size={kernel_size} must be odd (same padding); use e.g. 3 or 5"
+        )
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [
+            CONVOLUTIONS[spatial](fan_in, channels, kernel_size, padding=kernel_size // 2),
+            nn.GroupNorm(_groups(channels), channels),
+            nn.ReLU(),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        fan_in = channels
+    return [*layers, GlobalMeanPool(spatial), nn.Linear(channels, n_outputs)]
 
 
 @ARCHITECTURES.register(
@@ -112,21 +142,7 @@ def cnn(
             f"architecture 'cnn' needs image inputs shaped [C, H, W] per record, got {list(shape)}; use an image "
             "dataset (inputs: image) or mlp/logreg for vectors"
         )
-    if kernel_size % 2 == 0:
-        raise BenchError(f"architecture 'cnn': kernel_size={kernel_size} must be odd (same padding); use e.g. 3 or 5")
-    layers: list[nn.Module] = []
-    fan_in = shape[0]
-    for _ in range(depth):
-        layers += [
-            nn.Conv2d(fan_in, channels, kernel_size, padding=kernel_size // 2),
-            nn.GroupNorm(_groups(channels), channels),
-            nn.ReLU(),
-        ]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        fan_in = channels
-    layers += [GlobalMeanPool(), nn.Linear(channels, n_outputs)]
-    return nn.Sequential(*layers)
+    return nn.Sequential(*conv_net(2, shape[0], n_outputs, channels, depth, kernel_size, dropout, "cnn"))
 
 
 # --- message passing over dense padded graphs -------------------------------------------------------------------
@@ -223,13 +239,6 @@ class AddChannel(nn.Module):
         return x.unsqueeze(-4)
 
 
-class GlobalMeanPool3d(nn.Module):
-    """Mean over the three spatial dimensions: ``[B, C, D, H, W] → [B, C]``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(-3, -2, -1))
-
-
 @ARCHITECTURES.register(
     "cnn3d",
     description="3-D convolutional network for volumes [D, H, W] or [C, D, H, W] (e.g. brain-MRI-like scans, as "
@@ -279,22 +288,6 @@ def cnn3d(
             f"architecture 'cnn3d' needs volume inputs shaped [D, H, W] or [C, D, H, W] per record, got {list(shape)}; "
             "use a volume dataset (e.g. npz with inputs: volume), cnn for images [C, H, W] or mlp/logreg for vectors"
         )
-    if kernel_size % 2 == 0:
-        raise BenchError(
-            f"architecture 'cnn3d': kernel_size={kernel_size} must be odd (same padding); use e.g. 3 or 5"
-        )
-    layers: list[nn.Module] = []
-    if len(shape) == 3:
-        layers.append(AddChannel())
     fan_in = 1 if len(shape) == 3 else shape[0]
-    for _ in range(depth):
-        layers += [
-            nn.Conv3d(fan_in, channels, kernel_size, padding=kernel_size // 2),
-            nn.GroupNorm(_groups(channels), channels),
-            nn.ReLU(),
-        ]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        fan_in = channels
-    layers += [GlobalMeanPool3d(), nn.Linear(channels, n_outputs)]
-    return nn.Sequential(*layers)
+    layers = conv_net(3, fan_in, n_outputs, channels, depth, kernel_size, dropout, "cnn3d")
+    return nn.Sequential(*([AddChannel()] if len(shape) == 3 else []), *layers)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.audit import Audit, leaked_records, score_target, target_metrics
+from bench.audit import Audit, leak_of, leaked_records, score_target, target_metrics
 from bench.cli import main
 from bench.errors import BenchError
 from bench.grid import load_grid
@@ -45,7 +45,7 @@ def test_the_leaked_records_take_no_part_in_the_metrics():
     spec = ComponentSpec.make("leaked", leaked.validate({"fraction": 0.5, "max_iter": 200}), leaked.validate({}))
     scores = score_target(spec, audit, 0, [1, 2])
     evaluated = scores["evaluated"]
-    known = leaked_records(audit.keep[0], 0.5, seed=_leak_seed(spec, 0))
+    known = leaked_records(audit.keep[0], *leak_of(spec, 0))
     assert not evaluated[known].any() and evaluated.sum() == audit.keep.shape[1] - len(known)
     assert scores["calibration_evaluated"].shape == (2, audit.keep.shape[1])
     metrics = target_metrics(scores, audit.keep, 0, [1, 2])
@@ -57,12 +57,6 @@ def test_the_leaked_records_take_no_part_in_the_metrics():
     flipped = scores["target"].copy()
     flipped[np.flatnonzero(evaluated)[:20]] *= -1
     assert target_metrics({**scores, "target": flipped}, audit.keep, 0, [1, 2])["auc"] < metrics["auc"]
-
-
-def _leak_seed(spec, target):
-    from bench.audit import leak_of
-
-    return leak_of(spec, target)[1]
 
 
 THREAT_GRID = {
