@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from attacks.base import AttackData, AttackOutput
-from bench.registry import ATTACKS, Param
+from privkernel.registry import ATTACKS, Param
 
 
 @ATTACKS.register(

@@ -16,7 +16,7 @@ from attacks.base import AttackData
 from attacks.classifier import check_finite, member_probabilities
 from attacks.nn import attack_features
 from attacks.white_box import require_white_box, white_box_rows
-from bench.registry import ATTACKS, Param
+from privkernel.registry import ATTACKS, Param
 
 
 def leaked_rows(data: AttackData) -> tuple[np.ndarray, np.ndarray]:

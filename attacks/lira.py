@@ -11,7 +11,7 @@ from scipy.stats import norm
 
 from attacks.base import AttackData, AttackOutput
 from attacks.metric import true_class_log_probs
-from bench.registry import ATTACKS, Param
+from privkernel.registry import ATTACKS, Param
 
 
 def log_odds(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:

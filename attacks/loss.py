@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from attacks.base import AttackData, true_class_loss
-from bench.registry import ATTACKS
+from privkernel.registry import ATTACKS
 
 
 @ATTACKS.register(

@@ -17,8 +17,8 @@ import numpy as np
 from scipy.special import logsumexp
 
 from attacks.base import AttackData, AttackOutput, true_class_loss
-from bench.metrics import best_threshold
-from bench.registry import ATTACKS, Param
+from attacks.roc import best_threshold
+from privkernel.registry import ATTACKS, Param
 
 #: Floor of a released log-probability: log of the smallest positive float32 (≈ −103.3). A release may hold
 #: exact zeros (rounding, top-k, label-only defenses); flooring them keeps every signal finite while leaving
@@ -117,7 +117,7 @@ def _require_references(data: AttackData, attack: str) -> None:
 
 
 def _threshold(values: np.ndarray, membership: np.ndarray) -> tuple[float, bool]:
-    """Balanced-accuracy threshold of ``bench.metrics.best_threshold`` and whether it has any signal.
+    """Balanced-accuracy threshold of ``attacks.roc.best_threshold`` and whether it has any signal.
 
     Where no threshold beats chance, ``best_threshold`` answers ``+inf`` ("nobody is a member"); the same
     decision on the references is kept, with finite scores, by the smallest float above every value.

@@ -13,7 +13,7 @@ import numpy as np
 from attacks.base import AttackData
 from attacks.classifier import member_probabilities
 from attacks.metric import clean_log_probs
-from bench.registry import ATTACKS, Param
+from privkernel.registry import ATTACKS, Param
 
 
 def attack_features(log_probs: np.ndarray, labels: np.ndarray, top_k: int, task: str = "classification") -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 
 from attacks.base import AttackData, AttackOutput
 from attacks.metric import modified_entropy
-from bench.registry import ATTACKS, Param
+from privkernel.registry import ATTACKS, Param
 
 
 def histogram_posterior(

@@ -12,8 +12,8 @@ from scipy.special import logsumexp
 from attacks.base import AttackData, AttackOutput
 from attacks.lira import equal_count_masks
 from attacks.metric import true_class_log_probs
-from bench.metrics import auc
-from bench.registry import ATTACKS, Param
+from attacks.roc import auc
+from privkernel.registry import ATTACKS, Param
 
 #: Values of ``a`` tried when the offline attack tunes it on the references.
 A_GRID = np.round(np.linspace(0.0, 1.0, 11), 10)

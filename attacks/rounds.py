@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 from attacks.base import AttackData, AttackOutput
-from bench.registry import ATTACKS, Param
+from privkernel.registry import ATTACKS, Param
 
 BASES = ("loss", "lira", "rmia")
 COMBINE = ("mean", "max", "last")

@@ -13,7 +13,7 @@ import numpy as np
 
 from attacks.base import AttackData
 from attacks.classifier import check_finite, member_probabilities
-from bench.registry import ATTACKS, Param
+from privkernel.registry import ATTACKS, Param
 
 
 def white_box_rows(

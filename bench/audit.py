@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from attacks.base import AttackData, AttackOutput
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.metrics import attack_metrics, best_threshold, epsilon_at_threshold, epsilon_threshold, roc_curve
-from bench.registry import ATTACKS, Component
-from bench.spec import ComponentSpec, derive_seed
+from privkernel.registry import ATTACKS, Component
+from bench.spec import ComponentSpec
+from privkernel.hashing import derive_seed
 
 #: δ of the empirical ε lower bound (95 % Clopper–Pearson) stored for every attack.
 EPSILON_DELTA = 1e-5

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.errors import BenchError
-from bench.spec import canonical_json, stable_hash
+from privkernel.errors import BenchError
+from privkernel.hashing import canonical_json, stable_hash
 
 MANIFEST = "__manifest__"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.leaderboard import ATTACK_METRICS, UTILITY_COLUMNS, mean_ci, model_rows, utility_column
 from bench.settings import SETTING_COLUMNS, matches, setting_label
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from bench import __version__
 from bench.audit import OUTPUT_ARRAYS
-from bench.errors import BenchError, did_you_mean
+from privkernel.errors import BenchError, did_you_mean
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench.registry import REGISTRIES
+    from privkernel.registry import REGISTRIES
 
     families = list(REGISTRIES)
     if args.family is not None:
@@ -224,7 +224,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from bench.audit import calibration_models, load_outputs, score_target, skip_reason, target_metrics
-    from bench.registry import ATTACKS
+    from privkernel.registry import ATTACKS
     from bench.spec import ComponentSpec
 
     audit = load_outputs(args.outputs, logits=args.logits)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.pipeline import CellFailed, CellResult, run_cell
 from bench.spec import Cell
 

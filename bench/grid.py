@@ -31,9 +31,10 @@ from typing import Any
 
 import yaml
 
-from bench.errors import BenchError, did_you_mean
-from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Param, Registry, validate_params
-from bench.spec import Cell, ComponentSpec, Union, stable_hash
+from privkernel.errors import BenchError, did_you_mean
+from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Param, Registry, validate_params
+from bench.spec import Cell, ComponentSpec, Union
+from privkernel.hashing import stable_hash
 from defenses.base import Defense
 from targets.federated import FEDERATED_PARAMS, engine_settings
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.metrics import FPR_LEVELS, bootstrap_ci
 from bench.settings import GROUP_COLUMNS, SETTING_COLUMNS, format_value, label_settings, strengths
 

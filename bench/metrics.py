@@ -11,76 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from attacks.roc import auc, best_threshold, check_scores, roc_curve, tpr_at_fpr  # noqa: F401  (the metrics' API)
+
 #: The false-positive rates at which the store reports the TPR (LiRA's argument: low-FPR power matters).
 FPR_LEVELS: dict[str, float] = {"tpr_at_fpr_0": 0.0, "tpr_at_fpr_0.1pct": 0.001, "tpr_at_fpr_1pct": 0.01}
 
 
-def _check(scores: np.ndarray, membership: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.asarray(scores, dtype=np.float64)
-    membership = np.asarray(membership, dtype=bool)
-    if scores.shape != membership.shape or scores.ndim != 1:
-        raise ValueError(f"scores {scores.shape} and membership {membership.shape} must be equal 1-d shapes")
-    if np.isnan(scores).any():
-        raise ValueError("attack scores contain NaN")
-    if membership.all() or not membership.any():
-        raise ValueError("membership must contain both members and non-members")
-    return scores, membership
-
-
-def roc_curve(scores: np.ndarray, membership: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """False- and true-positive rates at every distinct threshold.
-
-    Returns
-    -------
-    fpr, tpr, thresholds
-        ``thresholds`` decrease, starting at ``+inf`` (no point flagged); point ``i`` is the rule
-        "member if score >= thresholds[i]".
-    """
-    scores, membership = _check(scores, membership)
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores, sorted_members = scores[order], membership[order]
-    last_of_tie = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
-    tp = np.cumsum(sorted_members)[last_of_tie]
-    fp = np.cumsum(~sorted_members)[last_of_tie]
-    tpr = np.r_[0.0, tp / membership.sum()]
-    fpr = np.r_[0.0, fp / (~membership).sum()]
-    thresholds = np.r_[np.inf, sorted_scores[last_of_tie]]
-    return fpr, tpr, thresholds
-
-
-def auc(scores: np.ndarray, membership: np.ndarray) -> float:
-    """Area under the ROC curve: P(member score > non-member score) + 0.5 P(tie)."""
-    fpr, tpr, _ = roc_curve(scores, membership)
-    return float(np.trapezoid(tpr, fpr))
-
-
-def tpr_at_fpr(scores: np.ndarray, membership: np.ndarray, max_fpr: float) -> float:
-    """The highest TPR of any threshold whose FPR is at most ``max_fpr``.
-
-    At ``max_fpr = 0`` this is the fraction of members scored strictly above every non-member.
-    """
-    fpr, tpr, _ = roc_curve(scores, membership)
-    return float(tpr[fpr <= max_fpr + 1e-12].max())
-
-
-def best_threshold(scores: np.ndarray, membership: np.ndarray) -> float:
-    """The threshold that maximises balanced accuracy on (reference) scores with known membership.
-
-    Among equally good thresholds the midpoint between the chosen score and the next lower one is
-    returned, so that the rule transfers to new scores without favouring exact ties.
-    """
-    fpr, tpr, thresholds = roc_curve(scores, membership)
-    i = int(np.argmax(tpr - fpr))
-    if i == 0:
-        return float(np.inf)
-    if i + 1 < len(thresholds):
-        return float((thresholds[i] + thresholds[i + 1]) / 2)
-    return float(thresholds[i])
-
-
 def balanced_accuracy(scores: np.ndarray, membership: np.ndarray, threshold: float) -> float:
     """Mean of the TPR and the TNR of the rule "member if score >= threshold"."""
-    scores, membership = _check(scores, membership)
+    scores, membership = check_scores(scores, membership)
     predicted = scores >= threshold
     return float((predicted[membership].mean() + (~predicted[~membership]).mean()) / 2)
 
@@ -111,7 +50,7 @@ class AttackMetrics:
 
 def attack_metrics(scores: np.ndarray, membership: np.ndarray, threshold: float) -> AttackMetrics:
     """Every metric of one target's scores; ``threshold`` was chosen on the reference models."""
-    scores, membership = _check(scores, membership)
+    scores, membership = check_scores(scores, membership)
     fpr, tpr, _ = roc_curve(scores, membership)
     return AttackMetrics(
         auc=float(np.trapezoid(tpr, fpr)),
@@ -180,7 +119,7 @@ def epsilon_threshold(scores: np.ndarray, membership: np.ndarray, delta: float =
 
 def epsilon_at_threshold(scores: np.ndarray, membership: np.ndarray, threshold: float, delta: float = 1e-5) -> float:
     """The ε lower bound proven by the rule "member if score >= threshold" on a target's audit."""
-    scores, membership = _check(scores, membership)
+    scores, membership = check_scores(scores, membership)
     flagged = scores >= threshold
     return float(epsilon_lower_bound(
         np.array([flagged[membership].sum()]), int(membership.sum()),
@@ -191,7 +130,7 @@ def epsilon_at_threshold(scores: np.ndarray, membership: np.ndarray, threshold: 
 def per_class_metrics(scores: np.ndarray, membership: np.ndarray, labels: np.ndarray) -> list[dict[str, float]]:
     """AUC and TPR at FPR = 0 of each class's records, with class sizes; a class whose share of the audited
     records is below the uniform share 1/C is flagged as a minority class."""
-    scores, membership = _check(scores, membership)
+    scores, membership = check_scores(scores, membership)
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
     out = []

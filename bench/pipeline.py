@@ -21,10 +21,11 @@ import torch
 
 from bench.audit import Audit, calibration_models, score_target, skip_reason, target_metrics, union_metrics
 from bench.cache import Cache, stage_key
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.metrics import auc
-from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
-from bench.spec import Cell, ComponentSpec, Union, derive_seed
+from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
+from bench.spec import Cell, ComponentSpec, Union
+from privkernel.hashing import derive_seed
 from targets.datasets import Dataset
 from targets.ensemble import Ensemble, Inputs
 from targets.federated import GLOBAL_SNAPSHOT, SITE_SNAPSHOT

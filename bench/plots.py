@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.errors import BenchError  # noqa: E402
+from privkernel.errors import BenchError  # noqa: E402
 from bench.leaderboard import (  # noqa: E402
     PRIVACY,
     PRIVACY_FPR,

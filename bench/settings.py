@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.grid import PROTOCOL_PARAMS, TRAINING_PARAMS
 
 #: Columns naming a setting in every report table.

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 
 STORE_FILE = "results.sqlite"
 TABLE = "results"

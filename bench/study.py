@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, mannwhitneyu, wilcoxon
 
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 
 ATTACKS = ("lira", "rmia")
 UNION = "union(lira+rmia)@fpr=0"

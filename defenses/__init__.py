@@ -1,4 +1,4 @@
-"""Defenses: one module per defense, registered in :data:`bench.registry.DEFENSES`."""
+"""Defenses: one module per defense, registered in :data:`privkernel.registry.DEFENSES`."""
 
 from defenses import (  # noqa: F401  (registers)
     advreg,

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from bench.registry import DEFENSES, Param
-from bench.spec import derive_seed
+from privkernel.registry import DEFENSES, Param
+from privkernel.hashing import derive_seed
 from defenses.base import Defense
 from defenses.early_stopping import hold_out_members, model_outputs, seeded_training
 from targets.ensemble import Ensemble, Inputs, TrainingLog, make_optimizer, minibatch_indices, take

@@ -42,9 +42,9 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_map
 
-from bench.errors import BenchError
-from bench.registry import DEFENSES, Param
-from bench.spec import derive_seed
+from privkernel.errors import BenchError
+from privkernel.registry import DEFENSES, Param
+from privkernel.hashing import derive_seed
 from defenses.base import Defense
 from targets.ensemble import Ensemble, Inputs, TrainingLog, make_optimizer, minibatch_indices, take
 

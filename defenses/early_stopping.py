@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from bench.registry import DEFENSES, Param
-from bench.spec import derive_seed
+from privkernel.registry import DEFENSES, Param
+from privkernel.hashing import derive_seed
 from defenses.base import Defense
 from targets.ensemble import Ensemble, Inputs, TrainingLog, make_optimizer, minibatch_indices, n_records, take
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.registry import DEFENSES, Param
+from privkernel.registry import DEFENSES, Param
 from defenses.base import Defense
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.registry import DEFENSES, Param
+from privkernel.registry import DEFENSES, Param
 from defenses.base import Defense
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 
-from bench.registry import DEFENSES, Param
+from privkernel.registry import DEFENSES, Param
 from defenses.base import Defense
 
 #: Relative margin by which the predicted class stays above the others when lowering it would create a tie.

@@ -1,6 +1,6 @@
 """The undefended baseline."""
 
-from bench.registry import DEFENSES
+from privkernel.registry import DEFENSES
 from defenses.base import Defense
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.registry import DEFENSES, Param
+from privkernel.registry import DEFENSES, Param
 from defenses.base import Defense
 
 

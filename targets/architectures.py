@@ -22,8 +22,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from bench.errors import BenchError
-from bench.registry import ARCHITECTURES, Param
+from privkernel.errors import BenchError
+from privkernel.registry import ARCHITECTURES, Param
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 

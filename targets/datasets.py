@@ -7,7 +7,7 @@ the ChEMBL assay that RDKit's wheel ships (``chembl_activity``), seeded generato
 Every dataset is a registered function returning a :class:`Dataset`. Its tags say what it holds: ``task``
 ("classification" or "regression") and ``inputs`` ("vector", "image" with ``X[N, C, H, W]``, "volume" with
 ``X[N, D, H, W]`` or ``X[N, C, D, H, W]``, or "graph" with ``X`` a dict of arrays); where they depend on the
-parameters the tag is a callable of the validated parameters. Bad input raises :class:`~bench.errors.BenchError`
+parameters the tag is a callable of the validated parameters. Bad input raises :class:`~privkernel.errors.BenchError`
 naming the problem and the fix. Rows are never dropped silently: loaders with ``drop_invalid`` drop bad rows only
 when asked, and then report how many (a warning, the log, and :attr:`Dataset.notes`).
 """
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import BenchError
-from bench.registry import DATASETS, Param
+from privkernel.errors import BenchError
+from privkernel.registry import DATASETS, Param
 from targets.featurizers import FEATURIZERS, featurize
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils._pytree import tree_flatten, tree_map
 
-from bench.spec import derive_seed
+from privkernel.hashing import derive_seed
 
 
 @dataclass

@@ -25,7 +25,7 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem import MACCSkeys, rdFingerprintGenerator
 
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.errors import BenchError
-from bench.registry import Param
-from bench.spec import derive_seed
+from privkernel.errors import BenchError
+from privkernel.registry import Param
+from privkernel.hashing import derive_seed
 from targets.ensemble import Ensemble, Inputs, TrainingLog, train_ensemble
 
 #: Training settings of the ``federated`` engine (ignored, and kept out of cache keys, by the other engines).

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 from rdkit import Chem
 from torch import nn
 
-from bench.errors import BenchError
-from bench.registry import ARCHITECTURES
+from privkernel.errors import BenchError
+from privkernel.registry import ARCHITECTURES
 from defenses.base import Defense
 from targets import featurizers as fz
 from targets.architectures import cnn, logreg, mlp, mpnn

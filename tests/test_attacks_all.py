@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from attacks.base import AttackData, AttackOutput
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.metrics import auc
-from bench.registry import ATTACKS
+from privkernel.registry import ATTACKS
 from tests.attack_data import synthetic
 
 NEW_ATTACKS = ["correctness", "confidence", "entropy", "modified_entropy", "nn", "lira", "rmia", "privacy_risk"]

@@ -6,9 +6,9 @@ from scipy.stats import norm
 from attacks.base import AttackData
 from attacks.lira import equal_count_masks, lira_attack, log_odds
 from attacks.loss import loss_attack
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.metrics import auc
-from bench.registry import ATTACKS
+from privkernel.registry import ATTACKS
 from tests.attack_data import release_from_phi, synthetic
 
 

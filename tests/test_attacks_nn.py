@@ -3,9 +3,9 @@ import pytest
 
 from attacks.base import AttackData
 from attacks.nn import attack_features, nn_attack
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.metrics import auc
-from bench.registry import ATTACKS
+from privkernel.registry import ATTACKS
 from tests.attack_data import synthetic
 
 FAST = {"hidden": 16, "max_iter": 60}

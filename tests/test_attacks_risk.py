@@ -4,9 +4,9 @@ import pytest
 from attacks.base import AttackData
 from attacks.metric import modified_entropy
 from attacks.risk import histogram_posterior, privacy_risk_attack
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.metrics import auc
-from bench.registry import ATTACKS
+from privkernel.registry import ATTACKS
 from tests.attack_data import release_from_phi, synthetic
 
 

@@ -4,9 +4,9 @@ from scipy.special import log_softmax
 
 from attacks.base import AttackData
 from attacks.rmia import A_GRID, pairwise_fraction, rmia_attack, tune_a
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.metrics import auc
-from bench.registry import ATTACKS
+from privkernel.registry import ATTACKS
 from tests.attack_data import synthetic
 
 

@@ -13,9 +13,9 @@ from attacks.base import AttackData
 from attacks.leaked import leaked_attack
 from attacks.nn import nn_attack
 from attacks.white_box import white_box_attack, white_box_rows
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.metrics import auc
-from bench.registry import ATTACKS
+from privkernel.registry import ATTACKS
 from targets.architectures import mlp
 from targets.ensemble import Ensemble, train_ensemble
 from targets.membership import membership_matrix

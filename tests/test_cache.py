@@ -39,7 +39,7 @@ def test_cell_keys_follow_parameters_and_versions(tiny_grid, tmp_path, monkeypat
 
 
 def test_component_version_enters_the_key(tiny_grid, tmp_path, monkeypatch):
-    from bench.registry import ATTACKS
+    from privkernel.registry import ATTACKS
 
     run = _cell_run(tiny_grid, tmp_path)
     attack = run.cell.attacks[0]
@@ -113,7 +113,7 @@ def test_a_corrupted_entry_is_refused_not_reused(tmp_path):
 def test_unwritable_cache_is_reported(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    from bench.errors import BenchError
+    from privkernel.errors import BenchError
 
     with pytest.raises(BenchError, match="--cache-dir"):
         Cache(blocker / "cache").check_writable()

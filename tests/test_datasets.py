@@ -5,8 +5,8 @@ import pytest
 import rdkit
 from rdkit import Chem
 
-from bench.errors import BenchError
-from bench.registry import DATASETS
+from privkernel.errors import BenchError
+from privkernel.registry import DATASETS
 from targets import datasets as ds
 from targets import featurizers as fz
 

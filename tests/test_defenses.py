@@ -16,8 +16,8 @@ from bench.cli import main
 from bench.grid import load_grid
 from bench.metrics import auc
 from bench.pipeline import CellRun
-from bench.registry import DATASETS, DEFENSES
-from bench.spec import derive_seed
+from privkernel.registry import DATASETS, DEFENSES
+from privkernel.hashing import derive_seed
 from bench.store import read_store
 from defenses import early_stopping as es
 from defenses.advreg import InferenceModels

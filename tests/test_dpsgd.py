@@ -16,10 +16,10 @@ from torch.nn import functional as F
 
 from bench.cache import Cache
 from bench.cli import main
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.grid import load_grid
 from bench.pipeline import CellRun
-from bench.registry import DATASETS, DEFENSES
+from privkernel.registry import DATASETS, DEFENSES
 from bench.store import read_store
 from defenses.base import Defense
 from defenses.dpsgd import (

@@ -16,7 +16,7 @@ import pytest
 
 from bench.cli import main
 from bench.metrics import auc
-from bench.registry import ATTACKS, DATASETS
+from privkernel.registry import ATTACKS, DATASETS
 from bench.store import read_samples, read_store, store_path
 from targets.datasets import Dataset
 from tests.conftest import TINY_GRID, write_grid

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from bench.spec import derive_seed
+from privkernel.hashing import derive_seed
 from defenses.base import Defense
 from targets.architectures import mlp
 from targets.ensemble import Ensemble, minibatch_indices, train_ensemble, train_loop

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.executors import execute
 from bench.grid import load_grid
 from bench.store import ResultsStore, read_store

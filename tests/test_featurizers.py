@@ -3,7 +3,7 @@ import pytest
 from rdkit import Chem, DataStructs
 from rdkit.Chem import AllChem, MACCSkeys
 
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from targets import featurizers as fz
 
 MOLECULES = ["CCO", "c1ccccc1", "CC(=O)Nc1ccc(O)cc1", "CN1CCC[C@H]1c1cccnc1", "O=C(O)c1ccccc1OC(C)=O"]

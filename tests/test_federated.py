@@ -10,10 +10,10 @@ import torch
 from attacks.base import AttackData
 from attacks.rounds import combine_rounds
 from bench.cli import main
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.grid import load_grid
 from bench.metrics import auc
-from bench.registry import ATTACKS
+from privkernel.registry import ATTACKS
 from bench.settings import label_settings
 from bench.store import read_store
 from defenses.base import Defense

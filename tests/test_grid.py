@@ -1,7 +1,7 @@
 import pytest
 
 from bench.cli import main
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.grid import load_grid
 from tests.conftest import TINY_GRID, write_grid
 
@@ -101,7 +101,7 @@ def test_dry_run_prints_cells_and_count_and_runs_nothing(tiny_grid, workdirs, ca
 
 @pytest.fixture
 def extra_datasets(monkeypatch):
-    from bench.registry import DATASETS
+    from privkernel.registry import DATASETS
 
     monkeypatch.setattr(DATASETS, "_components", dict(DATASETS._components))
     DATASETS.register("reg_only", description="test", task="regression")(lambda: None)

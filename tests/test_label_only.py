@@ -35,9 +35,9 @@ def test_memorised_points_survive_noise(random_labels, tmp_path):  # noqa: F811
 
 
 def test_graph_inputs_are_refused_at_load(tmp_path, monkeypatch):
-    from bench.errors import BenchError
+    from privkernel.errors import BenchError
     from bench.grid import load_grid
-    from bench.registry import ARCHITECTURES, DATASETS
+    from privkernel.registry import ARCHITECTURES, DATASETS
 
     monkeypatch.setattr(DATASETS, "_components", dict(DATASETS._components))
     monkeypatch.setattr(ARCHITECTURES, "_components", dict(ARCHITECTURES._components))

@@ -34,7 +34,7 @@ from bench.leaderboard import (
     to_markdown,
 )
 from bench.metrics import bootstrap_ci
-from bench.spec import stable_hash
+from privkernel.hashing import stable_hash
 from bench.store import ResultsStore
 
 N_RECORDS = 40  # audited records per cell (half members per target); class 0 is a 30 % minority

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from bench.cli import main
-from bench.errors import BenchError
-from bench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, REGISTRIES, Param, Registry, validate_params
+from privkernel.errors import BenchError
+from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, REGISTRIES, Param, Registry, validate_params
 
 PARAMS = (
     Param("depth", int, 2, "layers", low=1, high=8),

@@ -8,9 +8,9 @@ from scipy.stats import norm
 
 from attacks.base import AttackData
 from bench.cli import main
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.grid import load_grid
-from bench.registry import ATTACKS, DATASETS
+from privkernel.registry import ATTACKS, DATASETS
 from bench.store import read_store
 from targets.datasets import Dataset
 from tests.conftest import TINY_GRID, write_grid

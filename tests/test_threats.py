@@ -8,10 +8,10 @@ import pytest
 
 from bench.audit import Audit, leak_of, leaked_records, score_target, target_metrics
 from bench.cli import main
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.grid import load_grid
 from bench.leaderboard import build_leaderboard, read_rows, to_markdown
-from bench.registry import ATTACKS
+from privkernel.registry import ATTACKS
 from bench.spec import ComponentSpec
 from bench.store import read_samples, read_store
 from tests.conftest import TINY_GRID, write_grid

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from bench.audit import threshold_at_fpr, union_metrics
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.grid import load_grid
 from tests.conftest import TINY_GRID, write_grid
 

@@ -11,9 +11,9 @@ from torch import nn
 from torch.func import functional_call
 
 from bench.cli import main
-from bench.errors import BenchError
+from privkernel.errors import BenchError
 from bench.grid import expand_grid
-from bench.registry import ARCHITECTURES, DATASETS
+from privkernel.registry import ARCHITECTURES, DATASETS
 from bench.store import read_store
 from defenses.base import Defense
 from targets.architectures import cnn3d

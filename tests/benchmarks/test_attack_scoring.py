@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.registry import ATTACKS
+from privkernel.registry import ATTACKS
 from tests.attack_data import synthetic
 
 

@@ -2,7 +2,7 @@
 
 A component registers itself under a name::
 
-    from bench.registry import ATTACKS, Param
+    from privkernel.registry import ATTACKS, Param
 
     @ATTACKS.register(
         "loss",
@@ -18,15 +18,17 @@ and is then found by name in grid files, ``python -m bench list`` and the cache 
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import entry_points
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.errors import BenchError, did_you_mean
+from privkernel.errors import BenchError, did_you_mean
 
-#: The packages whose import registers the built-in components.
-PLUGIN_PACKAGES = ("targets", "defenses", "attacks")
+#: The entry-point group of the packages whose import registers components: privbench's own rooms declare
+#: themselves in its ``pyproject.toml``, and a third-party package adds its components the same way.
+PLUGIN_GROUP = "privbench.plugins"
 
 _TYPE_NAMES = {int: "int", float: "float", str: "str", bool: "bool"}
 
@@ -256,10 +258,22 @@ _loaded = False
 
 
 def load_plugins() -> None:
-    """Import the packages whose modules register the built-in components (once)."""
+    """Import, once, every module named by an entry point of the :data:`PLUGIN_GROUP` group.
+
+    Raises
+    ------
+    BenchError
+        When no package declares the group: privbench itself is not installed (``pip install -e .``).
+    """
     global _loaded
     if _loaded:
         return
+    found = entry_points(group=PLUGIN_GROUP)
+    if not found:
+        raise BenchError(
+            f"no component packages found (entry points {PLUGIN_GROUP!r}): install privbench, e.g. `pip install -e .` "
+            "in its checkout"
+        )
     _loaded = True
-    for package in PLUGIN_PACKAGES:
-        importlib.import_module(package)
+    for point in sorted(found, key=lambda p: p.name):
+        importlib.import_module(point.value)
