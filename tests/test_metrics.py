@@ -156,7 +156,7 @@ def test_per_class_slices_flag_the_minority():
 
 
 def test_roc_auc_per_model_on_binary_and_multiclass():
-    from bench.pipeline import roc_auc_per_model
+    from bench.metrics import roc_auc_per_model
 
     log_probs = np.log(np.array([[[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], [[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]]]))
     labels = np.array([0, 1, 0])
