@@ -22,7 +22,7 @@ import torch
 from bench.audit import Audit, calibration_models, score_target, skip_reason, target_metrics, union_metrics
 from bench.cache import Cache, stage_key
 from privkernel.errors import BenchError
-from bench.metrics import auc
+from bench.metrics import UTILITY
 from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
 from bench.spec import Cell, ComponentSpec, Union
 from privkernel.hashing import derive_seed
@@ -428,43 +428,6 @@ class CellRun:
             "label": self.features()["y"][s["pool"]].astype(np.float64), "member": self.membership()[target],
             "score": scores["target"],
         })[evaluated]
-
-
-def classification_utility(
-    pool: np.ndarray, y_pool: np.ndarray, keep: np.ndarray, test: np.ndarray, y_test: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Per model: accuracy on its own training members and on the test set, and the test ROC-AUC (binary)."""
-    pool_correct = pool.argmax(-1) == y_pool
-    return {
-        "train_accuracy": (pool_correct & keep).sum(1) / keep.sum(1),
-        "test_accuracy": (test.argmax(-1) == y_test).mean(1),
-        "test_roc_auc": roc_auc_per_model(test, y_test),
-    }
-
-
-def r2(predictions: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Coefficient of determination of predictions ``[..., N]``: 1 − SSE / SST."""
-    return 1 - ((predictions - y) ** 2).sum(-1) / ((y - y.mean()) ** 2).sum()
-
-
-def regression_utility(
-    pool: np.ndarray, y_pool: np.ndarray, keep: np.ndarray, test: np.ndarray, y_test: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Per model: R² on its own training members and on the test set, and the test mean absolute error."""
-    pool, test = pool[..., 0].astype(np.float64), test[..., 0].astype(np.float64)
-    train = np.array([r2(p[k], y_pool[k]) for p, k in zip(pool, keep, strict=True)])
-    return {"train_r2": train, "test_r2": r2(test, y_test), "test_mae": np.abs(test - y_test).mean(-1)}
-
-
-UTILITY = {"classification": classification_utility, "regression": regression_utility}
-
-
-def roc_auc_per_model(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Each model's ROC-AUC on a binary task: how well its probability of class 1 ranks the true class-1 records
-    above the others ``[M]``; NaN for more than two classes or a test set with one class."""
-    if log_probs.shape[-1] != 2 or len(np.unique(labels)) != 2:
-        return np.full(len(log_probs), np.nan)
-    return np.array([auc(model[:, 1], labels == 1) for model in log_probs])
 
 
 def run_cell(cell: Cell, *, cache_dir: str, force: bool, device: str) -> CellResult:
