@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--slack", type=float, default=0.01, metavar="X",
                        help="absolute slack added to the baseline's CI (default: %(default)s)")
 
+    migrate = sub.add_parser(
+        "migrate", help="upgrade a results store written by an older privbench to the current columns, in place",
+        description="Renames the facts that components report to their prefixed columns (epsilon → fact.epsilon, "
+        "lira_k_in → attack_fact.lira_k_in, ...), adds the label.* display columns and records the schema version. "
+        "Metric values are not touched; a store already current is left as it is.",
+    )
+    migrate.add_argument("--results", default="results", metavar="DIR",
+                         help="folder of the results store results.sqlite (default: %(default)s)")
+
     lst = sub.add_parser("list", help="list registered components with their parameters")
     lst.add_argument("family", nargs="?", metavar="FAMILY",
                      help="datasets, architectures, defenses or attacks (default: all)")
@@ -262,6 +271,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from bench.store import SCHEMA_VERSION, migrate_store, store_path
+
+    changes = migrate_store(args.results)
+    if not changes:
+        print(f"{store_path(args.results)} is already at schema version {SCHEMA_VERSION}; nothing to do")
+        return 0
+    print(f"migrated {store_path(args.results)}:")
+    for change in changes:
+        print(f"  {change}")
+    return 0
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.leaderboard import build_leaderboard, read_rows, write_leaderboard
 
@@ -379,7 +401,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "audit": cmd_audit, "check": cmd_check, "grid": cmd_grid, "leaderboard": cmd_leaderboard, "list": cmd_list,
-    "plot": cmd_plot, "report": cmd_report,
+    "migrate": cmd_migrate, "plot": cmd_plot, "report": cmd_report,
 }
 
 

@@ -7,7 +7,8 @@ For each setting (every seed and target of a cell setting pooled, see :mod:`benc
 - the **strongest attack**: the attack with the highest mean TPR at 0.1 % FPR, ties broken by the higher mean AUC
   (then by name), with its TPR at 0.1 % FPR, AUC and balanced accuracy, each with a bootstrap CI over targets —
   a defender must survive every attack, so the privacy of a setting is that of its strongest attack;
-- ε: the accountant's ε of DP cells (the store's ``epsilon`` column) beside the empirical lower bound, the largest
+- ε: the accountant's ε of DP cells (the store's ``fact.epsilon`` column, the ε reached beside the
+  ``defense.epsilon`` asked for) beside the empirical lower bound, the largest
   mean ``epsilon_lower_bound`` of any attack;
 - ``pareto``: whether the setting is Pareto-optimal within its dataset × architecture group (:func:`pareto_mask`).
 
@@ -28,6 +29,7 @@ import pandas as pd
 
 from privkernel.errors import BenchError
 from bench.metrics import FPR_LEVELS, bootstrap_ci
+from bench.rows import FACT
 from bench.settings import GROUP_COLUMNS, SETTING_COLUMNS, format_value, label_settings, strengths
 
 #: Utility columns, in order of preference: a regression store's R² replaces accuracy where present.
@@ -37,6 +39,8 @@ PRIVACY = "tpr_at_fpr_0.1pct"
 PRIVACY_FPR = FPR_LEVELS[PRIVACY]
 #: Metrics reported for the strongest attack, each with a CI.
 ATTACK_METRICS = (PRIVACY, "auc", "balanced_accuracy")
+#: The store column of the ε a private training reached (its accountant's), reported as the board's ``epsilon``.
+EPSILON = f"{FACT}epsilon"
 
 HOW_TO_READ = (
     "TPR at an FPR is the highest true-positive rate of any threshold whose false-positive rate on the target's "
@@ -187,8 +191,8 @@ def build_leaderboard(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd
         entry["strongest_auc_attack"] = best_auc["attack"] if best_auc is not None else ""
         for suffix in ("", "_ci_low", "_ci_high"):
             entry[f"strongest_auc{suffix}"] = best_auc[f"auc{suffix}"] if best_auc is not None else float("nan")
-        entry["epsilon"] = float(rows["epsilon"].mean()) if "epsilon" in rows and rows["epsilon"].notna().any() \
-            else float("nan")
+        reached = rows[EPSILON] if EPSILON in rows else pd.Series(dtype=float)
+        entry["epsilon"] = float(reached.mean()) if reached.notna().any() else float("nan")
         bounds = summary["epsilon_lower_bound"]
         entry["epsilon_lower_bound"] = float(bounds.max()) if bounds.notna().any() else float("nan")
         entry["epsilon_lower_bound_attack"] = summary.loc[bounds.idxmax(), "attack"] if bounds.notna().any() else ""

@@ -24,6 +24,7 @@ from bench.cache import Cache, stage_key
 from privkernel.errors import BenchError
 from bench.metrics import UTILITY
 from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
+from bench.rows import AuditedRecords, TargetResult, UnionResult, cell_rows, samples_table
 from bench.spec import Cell, ComponentSpec, Union
 from privkernel.hashing import derive_seed
 from targets.datasets import Dataset
@@ -35,7 +36,7 @@ from targets.white_box import white_box_features
 INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "X/bonds", ...
 
 STAGE_VERSIONS = {
-    "features": 1, "split": 1, "models": 2, "observations": 3, "scores": 1, "metrics": 4,
+    "features": 1, "split": 1, "models": 2, "observations": 3, "scores": 1, "metrics": 5,
     "robustness": 1, "white_box": 1,
 }
 SNAPSHOT = "snapshot."  # models-stage tensors of intermediate models (federated rounds)
@@ -362,14 +363,19 @@ class CellRun:
             {"observations": self.observations_key, "attack": attack.as_dict(), "target": target},
         )
 
-    def metrics(self, attack: ComponentSpec, target: int) -> dict[str, Any]:
-        def compute() -> dict[str, Any]:
+    def metrics(self, attack: ComponentSpec, target: int) -> dict[str, dict[str, Any]]:
+        """What one attack measured on one target, by kind: ``utility`` (the target model's), ``facts`` (what the
+        training reported), ``metrics`` (the attack's) and ``attack_facts`` (the diagnostics the attack reported)."""
+
+        def compute() -> dict[str, dict[str, Any]]:
+            scores = self.scores(attack, target)
+            measured = target_metrics(scores, self.membership(), target, self.calibration_models(target))
+            reported = {k.split("/", 1)[1] for k in scores if k.startswith("info/")}
             return {
-                **self.utility(target),
-                **self.training_info(),
-                **target_metrics(
-                    self.scores(attack, target), self.membership(), target, self.calibration_models(target)
-                ),
+                "utility": self.utility(target),
+                "facts": self.training_info(),
+                "metrics": {k: v for k, v in measured.items() if k not in reported},
+                "attack_facts": {k: v for k, v in measured.items() if k in reported},
             }
 
         return self._stage(
@@ -380,54 +386,48 @@ class CellRun:
     def run(self) -> CellResult:
         """Every (attack, target) row of the cell, computing only the stages missing from the cache."""
         computed_before = sum(self.cache.misses.values())
-        rows, samples = [], []
+        results: list[TargetResult] = []
+        audited: list[AuditedRecords] = []
         has_rounds = self.cell.training_params.get("engine") == "federated"
         for attack in self.cell.attacks:
             component = ATTACKS.get(attack.name)
             reason = skip_reason(component, self.defense.releases, task=self.task, params=attack.kwargs,
                                  has_rounds=has_rounds)
-            threat = {"access": component.tag("access", attack.kwargs, "black-box"),
-                      "knowledge": component.tag("knowledge", attack.kwargs, "references")}
+            access = component.tag("access", attack.kwargs, "black-box")
+            knowledge = component.tag("knowledge", attack.kwargs, "references")
             for target in range(self.protocol["n_targets"]):
-                row = {**self.cell.columns(), "cell": self.cell.label, "attack": attack.name, **threat}
-                row.update({f"attack.{k}": v for k, v in attack.params})
-                row["attack_key"] = attack.label()
-                row["target"] = target
                 if reason:
-                    rows.append({**row, "skipped": reason})
+                    results.append(TargetResult(attack, target, access, knowledge, skipped=reason))
                     continue
-                row.update(self.metrics(attack, target))
-                rows.append(row)
-                samples.append(self._samples(attack, target))
-        for union in self.cell.unions:
-            for target in range(self.protocol["n_targets"]):
-                rows.append(self._union_row(union, target))
+                measured = self.metrics(attack, target)
+                results.append(TargetResult(
+                    attack, target, access, knowledge, utility=measured["utility"], facts=measured["facts"],
+                    metrics=measured["metrics"], attack_facts=measured["attack_facts"],
+                ))
+                audited.append(self._audited(attack, target))
+        unions = [self._union_result(union, target)
+                  for union in self.cell.unions for target in range(self.protocol["n_targets"])]
         cached = sum(self.cache.misses.values()) == computed_before
-        samples_table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
-        return CellResult(self.cell, rows, samples_table, cached)
+        return CellResult(self.cell, cell_rows(self.cell, results, unions), samples_table(self.cell, audited), cached)
 
-    def _union_row(self, union: Union, target: int) -> dict[str, Any]:
-        """The union's store row for one target, from the cached scores of its attacks."""
+    def _union_result(self, union: Union, target: int) -> UnionResult:
+        """The union's metrics on one target, from the cached scores of its attacks."""
         attacks = {a.label(): a for a in self.cell.attacks}
         scores = {label: self.scores(attacks[label], target) for label in union.attacks}
         metrics, _ = union_metrics(
             scores, self.membership(), target, self.calibration_models(target), union.max_fpr
         )
-        return {
-            **self.cell.columns(), "cell": self.cell.label, "attack": "union", "attack_key": union.label(),
-            "target": target, **self.utility(target), **metrics,
-        }
+        return UnionResult(union, target, self.utility(target), metrics)
 
-    def _samples(self, attack: ComponentSpec, target: int) -> pd.DataFrame:
-        """One row per audited record: its index in the dataset, label, membership and score (records leaked to
-        the attacker are left out)."""
+    def _audited(self, attack: ComponentSpec, target: int) -> AuditedRecords:
+        """The records ``attack`` audited on ``target`` with their labels, membership and scores (records leaked
+        to the attacker are marked not evaluated)."""
         s, scores = self.split(), self.scores(attack, target)
-        evaluated = scores.get("evaluated", np.ones(len(s["pool"]), dtype=bool))
-        return pd.DataFrame({
-            "cell_key": self.cell.key, "attack_key": attack.label(), "target": target, "record": s["pool"],
-            "label": self.features()["y"][s["pool"]].astype(np.float64), "member": self.membership()[target],
-            "score": scores["target"],
-        })[evaluated]
+        return AuditedRecords(
+            attack, target, records=s["pool"], labels=self.features()["y"][s["pool"]],
+            member=self.membership()[target], scores=scores["target"],
+            evaluated=scores.get("evaluated", np.ones(len(s["pool"]), dtype=bool)),
+        )
 
 
 def run_cell(cell: Cell, *, cache_dir: str, force: bool, device: str) -> CellResult:

@@ -5,8 +5,9 @@ training and protocol options. Reports (leaderboard, plots, regression check) po
 target of a setting. Settings are named by labels that depend on the setting alone, never on what else is in the
 store, so a committed baseline still names the same settings after a grid grows:
 
-- ``dataset``, ``architecture``, ``defense``: the component labels of the store's ``cell`` column
-  (``name`` or ``name(param=value,...)`` with the parameters that differ from their defaults);
+- ``dataset``, ``architecture``, ``defense``: the component labels the store holds in ``label.dataset``,
+  ``label.architecture`` and ``label.defense`` (``name`` or ``name(param=value,...)`` with the parameters that
+  differ from their defaults), written with the rows and never parsed back into parameters;
 - ``options``: the training and protocol parameters that differ from their defaults (``"epochs=60, ..."``).
 
 Frontiers and the Pareto rule compare the settings of one *group*: one dataset × architecture.
@@ -23,6 +24,7 @@ import pandas as pd
 
 from privkernel.errors import BenchError
 from bench.grid import PROTOCOL_PARAMS, TRAINING_PARAMS
+from bench.rows import LABEL
 
 #: Columns naming a setting in every report table.
 SETTING_COLUMNS = ("dataset", "architecture", "defense", "options")
@@ -54,27 +56,6 @@ def _same(value: Any, default: Any) -> bool:
         return False
 
 
-def _component_label(row: pd.Series, family: str) -> str:
-    """``name(k=v,...)`` from the store's columns, every parameter shown (used when ``cell`` cannot be parsed)."""
-    prefix = f"{family}."
-    params = [f"{c[len(prefix):]}={format_value(row[c])}" for c in sorted(row.index)
-              if c.startswith(prefix) and not _missing(row[c])]
-    return f"{row[family]}({','.join(params)})" if params else str(row[family])
-
-
-def _labels_from_cell(row: pd.Series) -> tuple[str, str, str] | None:
-    """The dataset, architecture and defense labels of a ``cell`` label ``d / a / f [/ engine] / seed=N``."""
-    cell = row.get("cell")
-    if not isinstance(cell, str):
-        return None
-    parts = cell.split(" / ")
-    if len(parts) not in (4, 5) or not parts[-1].startswith("seed="):
-        return None
-    if any(not parts[i].split("(")[0] == str(row[f]) for i, f in enumerate(FAMILIES)):
-        return None
-    return parts[0], parts[1], parts[2]
-
-
 def options_label(row: pd.Series) -> str:
     """The training and protocol parameters of a row that differ from their defaults, sorted by name."""
     shown = []
@@ -88,21 +69,18 @@ def label_settings(df: pd.DataFrame) -> pd.DataFrame:
     """A copy of the store's rows with setting columns: the labels ``dataset``, ``architecture``, ``defense``
     and ``options`` (the store's component names move to ``dataset_name``, ... ), ``setting`` (one string) and
     ``group`` (``dataset / architecture``)."""
-    missing = [c for c in ("cell_key", "target", "attack", *FAMILIES) if c not in df.columns]
+    label_columns = [f"{LABEL}{f}" for f in FAMILIES]
+    missing = [c for c in ("cell_key", "target", "attack", *FAMILIES, *label_columns) if c not in df.columns]
     if missing:
         raise BenchError(f"the results store lacks the column(s) {', '.join(missing)}; rerun `python -m bench grid`")
     out = df.copy()
-    # one label per cell: compute on the first row of each cell and broadcast
+    # one options label per cell: compute on the first row of each cell and broadcast
     firsts = out.drop_duplicates("cell_key").set_index("cell_key")
-    labels = {}
-    for key, row in firsts.iterrows():
-        parsed = _labels_from_cell(row)
-        comps = parsed if parsed else tuple(_component_label(row, f) for f in FAMILIES)
-        labels[key] = (*comps, options_label(row))
+    options = {key: options_label(row) for key, row in firsts.iterrows()}
     for family in FAMILIES:
         out[f"{family}_name"] = out[family].astype(str)
-    for i, column in enumerate(SETTING_COLUMNS):
-        out[column] = out["cell_key"].map(lambda k, i=i: labels[k][i])
+        out[family] = out["cell_key"].map(firsts[f"{LABEL}{family}"].astype(str))
+    out["options"] = out["cell_key"].map(options)
     out["setting"] = setting_label(out)
     out["group"] = out["dataset"] + " / " + out["architecture"]
     return out

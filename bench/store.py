@@ -11,11 +11,20 @@ duplicates. It ships with Python, and pandas reads it directly::
     import sqlite3, pandas as pd
     df = pd.read_sql("SELECT * FROM results", sqlite3.connect("results/results.sqlite"))
 
-Columns are added as new parameters or metrics appear. Only the driver process writes the store.
+- ``meta``: ``key``/``value`` pairs, among them ``schema_version`` (:data:`SCHEMA_VERSION`).
+
+Columns are added as new parameters or metrics appear; their namespaces (identity, display labels, ``fact.`` and
+``attack_fact.``, metrics) are described in :mod:`bench.rows`. Only the driver process writes the store.
+
+Schema versions: 1 (no ``meta`` table) stored the facts that components report unprefixed (``epsilon`` beside
+``defense.epsilon``) and no ``label.*`` columns; 2 prefixes them (``fact.epsilon``, ``attack_fact.lira_k_in``)
+and stores the components' display labels. A store of another version is refused with the fix;
+``python -m bench migrate`` upgrades a version-1 store in place (:func:`migrate_store`).
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.rows import ATTACK_FACT, FACT, LABEL, LABELLED
 from privkernel.errors import BenchError
 
 STORE_FILE = "results.sqlite"
@@ -30,6 +40,23 @@ TABLE = "results"
 SAMPLES = "samples"
 PRIMARY_KEY = ("cell_key", "attack_key", "target")
 SAMPLE_COLUMNS = ("cell_key", "attack_key", "target", "record", "label", "member", "score")
+META = "meta"
+#: The version of the store's columns this code writes and reads; bump it (and extend :func:`migrate_store`)
+#: whenever a change renames or reinterprets columns.
+SCHEMA_VERSION = 2
+#: Version 1 (unversioned) stores: the facts the training reported (DP-SGD, early stopping, the adversarial
+#: regularizer) and the diagnostics the attacks reported, stored unprefixed.
+V1_TRAINING_FACTS = (
+    "epsilon", "delta", "noise_multiplier", "sample_rate", "steps",
+    "stopped_epoch_mean", "best_epoch_mean", "stopped_early_fraction", "validation_members",
+    "inference_gain", "inference_accuracy", "reference_members",
+)
+V1_ATTACK_FACTS = (
+    "global_threshold", "global_no_signal", "classes_global_fallback", "classes_no_signal", "n_classes",
+    "risk_classes_global_fallback", "label_only_no_out_refs", "rounds_seen",
+    "lira_no_out_refs", "lira_few_out_refs", "lira_no_in_refs", "lira_few_in_refs", "lira_k_in", "lira_k_out",
+    "rmia_n_population", "rmia_tuned_auc", "rmia_a", "rmia_no_out_refs",
+)
 
 
 def store_path(results_dir: Path | str) -> Path:
@@ -63,6 +90,7 @@ class ResultsStore:
                 with db:
                     db.execute("CREATE TABLE IF NOT EXISTS _probe (x)")
                     db.execute("DROP TABLE _probe")
+                check_schema(db, self.path)
             finally:
                 db.close()
         except (OSError, sqlite3.Error) as exc:
@@ -83,6 +111,9 @@ class ResultsStore:
         db = self._connect()
         try:
             with db:
+                check_schema(db, self.path)
+                db.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT)")
+                db.execute(f"INSERT OR IGNORE INTO {META} VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 pk = ", ".join(_quote(c) for c in PRIMARY_KEY)
                 db.execute(
                     f"CREATE TABLE IF NOT EXISTS {TABLE} (cell_key TEXT, attack_key TEXT, target INTEGER, "
@@ -114,13 +145,45 @@ class ResultsStore:
             db.close()
 
 
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def schema_version(db: sqlite3.Connection) -> int | None:
+    """The schema version of an open store: None for an empty one, 1 for a store written before versions."""
+    tables = _tables(db)
+    if META in tables:
+        found = db.execute(f"SELECT value FROM {META} WHERE key = 'schema_version'").fetchone()
+        if found is not None:
+            return int(found[0])
+    return 1 if TABLE in tables else None
+
+
+def check_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Raise :class:`BenchError` unless the store at ``path`` is empty or of :data:`SCHEMA_VERSION`."""
+    version = schema_version(db)
+    if version is None or version == SCHEMA_VERSION:
+        return
+    if version < SCHEMA_VERSION:
+        raise BenchError(
+            f"the results store {path} has schema version {version} (this privbench reads version "
+            f"{SCHEMA_VERSION}: facts prefixed fact./attack_fact., label.* columns); upgrade it in place with "
+            f"`python -m bench migrate --results {path.parent}`"
+        )
+    raise BenchError(
+        f"the results store {path} has schema version {version}, newer than the {SCHEMA_VERSION} this privbench "
+        "reads; upgrade privbench or pass another folder with --results"
+    )
+
+
 def _read_table(results_dir: Path | str, table: str) -> pd.DataFrame:
     path = store_path(results_dir)
     if not path.is_file():
         raise BenchError(f"no results store at {path}; run `python -m bench grid --results {results_dir}` first")
     db = sqlite3.connect(path)
     try:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        check_schema(db, path)
+        tables = _tables(db)
         if table not in tables:
             raise BenchError(f"the results store {path} has no {table!r} table; run `python -m bench grid` first")
         return pd.read_sql(f"SELECT * FROM {table}", db)
@@ -144,3 +207,74 @@ def read_samples(results_dir: Path | str, cell_key: str | None = None) -> pd.Dat
         df = df[df["cell_key"] == cell_key]
     df = df.astype({"target": int, "record": int, "member": bool})
     return df.sort_values(["cell_key", "attack_key", "target", "record"], ignore_index=True)
+
+
+def _v1_label(family: str, row: pd.Series) -> str:
+    """The display label of a version-1 row's ``family`` component, from its identity columns and the registry's
+    defaults (as :meth:`bench.spec.ComponentSpec.label` wrote it in the ``cell`` column)."""
+    from bench.spec import ComponentSpec
+    from privkernel.registry import ARCHITECTURES, DATASETS, DEFENSES
+
+    registry = {"dataset": DATASETS, "architecture": ARCHITECTURES, "defense": DEFENSES}[family]
+    name, prefix = str(row[family]), f"{family}."
+    given = {c[len(prefix):]: row[c] for c in row.index if c.startswith(prefix)}
+    given = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in given.items()}
+    if name not in registry:  # a plugin no longer installed: show every parameter it was run with
+        return ComponentSpec.make(name, {k: v for k, v in given.items() if v is not None}).label()
+    params, defaults = {}, {}
+    for param in registry.get(name).params:
+        value = given.get(param.name)
+        if param.type is bool and value in (0, 1):  # SQLite stores booleans as integers
+            value = bool(value)
+        params[param.name] = param.validate(value, f"migrating {family} {name!r}") if value is not None else None
+        defaults[param.name] = param.default
+    return ComponentSpec.make(name, params, defaults).label()
+
+
+def migrate_store(results_dir: Path | str) -> list[str]:
+    """Upgrade a version-1 store in place to :data:`SCHEMA_VERSION`, in one transaction; returns what changed.
+
+    The training's facts (:data:`V1_TRAINING_FACTS`) are renamed ``fact.<name>``, the attacks' diagnostics
+    (:data:`V1_ATTACK_FACTS`) ``attack_fact.<name>``; the ``label.<family>`` display columns are added, each cell's
+    from its identity columns and the registry's defaults; the ``meta`` table records the version. Metric values
+    are not touched. A store already at the current version is left as it is.
+    """
+    path = store_path(results_dir)
+    if not path.is_file():
+        raise BenchError(f"no results store at {path}; nothing to migrate")
+    db = sqlite3.connect(path, timeout=60)
+    try:
+        version = schema_version(db)
+        if version is None or version == SCHEMA_VERSION:
+            return []
+        if version > SCHEMA_VERSION:
+            check_schema(db, path)
+        columns = [r[1] for r in db.execute(f"PRAGMA table_info({TABLE})")]
+        cells = pd.read_sql(f"SELECT * FROM {TABLE}", db).drop_duplicates("cell_key")
+        labels = {family: [(_v1_label(family, row), row["cell_key"]) for _, row in cells.iterrows()]
+                  for family in LABELLED}  # before any change: an unknown parameter leaves the store as it was
+        changes = []
+        db.isolation_level = None  # one explicit transaction: sqlite3 would commit each ALTER TABLE on its own
+        db.execute("BEGIN")
+        try:
+            for prefix, names in ((FACT, V1_TRAINING_FACTS), (ATTACK_FACT, V1_ATTACK_FACTS)):
+                for name in names:
+                    if name in columns:
+                        db.execute(f"ALTER TABLE {TABLE} RENAME COLUMN {_quote(name)} TO {_quote(prefix + name)}")
+                        changes.append(f"{name} -> {prefix}{name}")
+            for family, values in labels.items():
+                column = f"{LABEL}{family}"
+                if column not in columns:
+                    db.execute(f"ALTER TABLE {TABLE} ADD COLUMN {_quote(column)} TEXT")
+                    changes.append(f"added {column}")
+                db.executemany(f"UPDATE {TABLE} SET {_quote(column)} = ? WHERE cell_key = ?", values)
+            db.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT)")
+            db.execute(f"INSERT OR REPLACE INTO {META} VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        changes.append(f"schema_version {version} -> {SCHEMA_VERSION}")
+        return changes
+    finally:
+        db.close()

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, mannwhitneyu, wilcoxon
 
+from bench.rows import LABEL
 from privkernel.errors import BenchError
 
 ATTACKS = ("lira", "rmia")
@@ -51,10 +52,11 @@ def random_tpr(n_nonmembers: float, max_fpr: float) -> float:
 
 
 def _settings(rows: pd.DataFrame) -> pd.DataFrame:
-    """Add ``representation`` (the featurization) and ``defense_setting`` (e.g. ``dpsgd(epsilon=8.0)``)."""
+    """Add ``representation`` (the featurization) and ``defense_setting`` (the defense's display label, e.g.
+    ``dpsgd(epsilon=8.0)``)."""
     rows = rows.copy()
     rows["representation"] = rows["dataset.features"]
-    rows["defense_setting"] = rows["cell"].str.split(" / ").str[2]
+    rows["defense_setting"] = rows[f"{LABEL}defense"]
     return rows
 
 
@@ -184,6 +186,9 @@ def molecule_study(rows: pd.DataFrame, samples: pd.DataFrame) -> Study:
         raise BenchError("the store has no rows of this grid; run it first (`python -m bench report molecules`)")
     if "dataset.features" not in rows:
         raise BenchError("the molecule study needs a molecular dataset with a `features` parameter")
+    if f"{LABEL}defense" not in rows:
+        raise BenchError(f"the store lacks the column {LABEL}defense; rerun the grid "
+                         "(`python -m bench report molecules`)")
     rows = _settings(rows)
     leakage = leakage_table(rows)
     per_class = per_class_table(rows, samples)

@@ -77,8 +77,9 @@ def test_training_hooks_reach_the_models_and_the_store(defenses, tmp_path):
     assert main(["grid", "--grid", str(path), "--cache-dir", str(tmp_path / "c"), "--results", str(tmp_path / "r"),
                  "--quiet"]) == 0
     rows = read_store(tmp_path / "r")
-    assert rows.loc[rows.defense == "reported_test", "epsilon"].eq(1.5).all()
-    assert rows.loc[rows.defense == "none", "epsilon"].isna().all()
+    assert rows.loc[rows.defense == "reported_test", "fact.epsilon"].eq(1.5).all()
+    assert rows.loc[rows.defense == "none", "fact.epsilon"].isna().all()
+    assert "epsilon" not in rows  # a reported fact is never mistaken for a parameter or a metric
     # the held-out members are audited as non-members of the model that never trained on them
     split_keep = reported.split()["keep"]
     np.testing.assert_array_equal(reported.membership().sum(1), split_keep.sum(1) - 10)

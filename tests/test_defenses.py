@@ -439,8 +439,8 @@ def test_every_defense_runs_through_the_pipeline(random_labels, tmp_path):
     by = rows.set_index(["defense", "attack"]).sort_index()
     assert by.loc[("label_only", "loss"), "skipped"].str.contains("needs probabilities").all()
     assert by.loc[("label_only", "correctness"), "auc"].notna().all()
-    assert by.loc[("early_stopping", "loss"), "stopped_epoch_mean"].between(1, 3).all()
-    assert by.loc[("advreg", "loss"), "reference_members"].gt(0).all()
+    assert by.loc[("early_stopping", "loss"), "fact.stopped_epoch_mean"].between(1, 3).all()
+    assert by.loc[("advreg", "loss"), "fact.reference_members"].gt(0).all()
     none_accuracy = by.loc[("none", "loss"), "test_accuracy"].to_numpy()
     for name in ("memguard", "topk", "rounding", "label_only"):  # each keeps every predicted label
         np.testing.assert_allclose(by.loc[(name, "correctness"), "test_accuracy"].to_numpy(), none_accuracy)

@@ -68,15 +68,17 @@ def _label(name: str, params: dict) -> str:
 def cell_rows(architecture: str, arch_params: dict, defense: str, defense_params: dict, accuracy: float,
               attacks: dict, epsilon: float | None, seed: int, dataset: str = "toy") -> list[dict]:
     """The store rows of one hand-made cell: one per attack × target, plus a union row and a skipped attack."""
-    label = f"{dataset} / {_label(architecture, {} if arch_params == {'width': 64} else arch_params)} / " \
-        f"{_label(defense, defense_params)} / seed={seed}"
+    labels = {"label.dataset": dataset,
+              "label.architecture": _label(architecture, {} if arch_params == {"width": 64} else arch_params),
+              "label.defense": _label(defense, defense_params)}
+    label = f"{labels['label.dataset']} / {labels['label.architecture']} / {labels['label.defense']} / seed={seed}"
     key = stable_hash(label)[:16]
-    base = {"cell_key": key, "cell": label, "dataset": dataset, "architecture": architecture, "defense": defense,
-            "seed": seed, "grid": "test", **TRAINING, **PROTOCOL,
+    base = {"cell_key": key, "cell": label, **labels, "dataset": dataset, "architecture": architecture,
+            "defense": defense, "seed": seed, "grid": "test", **TRAINING, **PROTOCOL,
             **{f"architecture.{k}": v for k, v in arch_params.items()},
             **{f"defense.{k}": v for k, v in defense_params.items()}}
     if epsilon is not None:
-        base["epsilon"] = epsilon
+        base["fact.epsilon"] = epsilon
     rows = []
     for target in range(2):
         off = OFFSETS[(seed, target)]

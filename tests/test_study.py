@@ -17,7 +17,8 @@ def fake_store():
     rng = np.random.default_rng(0)
     for rep, (tpr, auc) in REPS.items():
         cell_key = f"cell-{rep}"
-        base = {"cell_key": cell_key, "cell": "chembl / mlp / none / seed=0", "dataset.features": rep,
+        base = {"cell_key": cell_key, "cell": f"{rep} cell (display only)", "label.defense": "none",
+                "dataset.features": rep,
                 "defense": "none", "n_members": 100, "n_nonmembers": 100, "test_accuracy": 0.8, "test_roc_auc": 0.7}
         for t in TARGETS:
             for attack in ("lira", "rmia"):
@@ -47,6 +48,7 @@ def test_random_baseline_closed_form():
 def test_findings_on_a_store_with_known_answers(tmp_path):
     rows, samples = fake_store()
     study = molecule_study(rows, samples)
+    assert set(study.leakage["defense"]) == {"none"}  # the store's label.defense, never the display-only cell label
     leak = study.leakage.set_index(["representation", "attack"])
     assert leak.loc[("ecfp4", "lira"), "p_value"] < 1e-10  # 120 of 600 members vs 1/101 expected
     assert leak.loc[("graph", "lira"), "p_value"] == 1.0
