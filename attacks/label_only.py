@@ -20,7 +20,7 @@ from privkernel.registry import ATTACKS, Param
     needs="labels",
     queries="perturbed_labels",
     tasks=("classification",),
-    inputs=("vector", "image", "volume"),
+    perturbs=("vector", "image", "volume"),
 )
 def label_only(data: AttackData, noise: float, queries: int) -> AttackOutput:
     """Score = r_t(x) − mean of r_ref(x) over the references that did not train on x.

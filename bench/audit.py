@@ -105,7 +105,7 @@ def leaked_records(keep: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 def leak_of(attack: ComponentSpec, target: int) -> tuple[float, int] | None:
     """``(fraction, seed)`` of the leak an attack assumes about ``target``, or None for reference-model attacks."""
-    if ATTACKS.get(attack.name).tag("knowledge", attack.kwargs, "references") != "leaked":
+    if ATTACKS.get(attack.name).tag("knowledge", attack.kwargs) != "leaked":
         return None
     return attack.kwargs["fraction"], derive_seed(attack.kwargs["seed"], "leak", target)
 
@@ -117,7 +117,7 @@ def skip_reason(
 ) -> str | None:
     """Why ``attack`` (with ``params``) cannot run on this release (it needs what the release or the audit
     lacks), or None. A white-box attack (``needs="parameters"``) sees the weights, whatever the release shows."""
-    tasks = attack.tag("tasks", params, ("classification",))
+    tasks = attack.tag("tasks", params)
     if task not in tasks:
         return f"supports {' and '.join(tasks)} only; this cell is {task}"
     needs = attack.tag("needs", params, "probabilities")

@@ -159,6 +159,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  {comp['name']:<16} {comp['description']}")
             for p in comp["params"]:
                 print(f"      {p['name']} ({p['type']}, default {p['default']!r}, {p['allowed']}): {p['help']}")
+            for t in comp["tags"]:
+                if t["set"]:
+                    shown = "a function of the params; at the defaults " if t["per_params"] else ""
+                    print(f"      tag {t['name']} ({t['type']}): {shown}{t['value']!r}")
     return 0
 
 

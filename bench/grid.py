@@ -175,29 +175,25 @@ def expand_grid(raw: Any, path: Path) -> Grid:
 def dataset_facts(spec: ComponentSpec) -> tuple[str, str, int | None]:
     """The task, input kind and number of classes (None if undeclared) of a dataset with these parameters,
     from its registration tags (a tag may be a function of the parameters)."""
-    tags = DATASETS.get(spec.name).tags
-    facts = []
-    for tag, default in (("task", "classification"), ("inputs", "vector"), ("n_classes", None)):
-        value = tags.get(tag, default)
-        facts.append(value(spec.kwargs) if callable(value) else value)
-    return facts[0], facts[1], facts[2]
+    dataset = DATASETS.get(spec.name)
+    return dataset.tag("task", spec.kwargs), dataset.tag("inputs", spec.kwargs), dataset.tag("n_classes", spec.kwargs)
 
 
 def check_compatible(cell: Cell, where: str) -> None:
     """Refuse, before anything runs, a cell whose architecture or attacks cannot handle its dataset."""
     task, inputs, n_classes = dataset_facts(cell.dataset)
-    check = DATASETS.get(cell.dataset.name).tags.get("check")
-    problem = check(cell.dataset.kwargs) if check else None
+    facts = {"task": task, "n_classes": n_classes}
+    problem = DATASETS.get(cell.dataset.name).check(cell.dataset.kwargs, **facts)
     if problem:
         raise BenchError(f"{where}: dataset {cell.dataset.label()}: {problem}")
     defense = DEFENSES.get(cell.defense.name)
-    tasks = defense.tags.get("tasks", ("classification", "regression"))
+    tasks = defense.tag("tasks", cell.defense.kwargs)
     if task not in tasks:
         raise BenchError(
             f"{where}: defense {cell.defense.name!r} applies to {' and '.join(tasks)} only, but dataset "
             f"{cell.dataset.label()} is {task}; remove the defense or the dataset from the grid"
         )
-    problem = defense.obj.check(cell.defense.kwargs, task=task, n_classes=n_classes)
+    problem = defense.check(cell.defense.kwargs, **facts)
     if problem:
         raise BenchError(f"{where}: defense {cell.defense.label()} on dataset {cell.dataset.label()}: {problem}")
     architecture = ARCHITECTURES.get(cell.architecture.name)
@@ -209,7 +205,11 @@ def check_compatible(cell: Cell, where: str) -> None:
             f"{cell.architecture.name!r} does not have; exclude the pair (e.g. {{defense: {cell.defense.name}, "
             f"architecture: {cell.architecture.name}}})"
         )
-    accepts = ARCHITECTURES.get(cell.architecture.name).tags.get("accepts", ("vector",))
+    problem = architecture.check(cell.architecture.kwargs, **facts)
+    if problem:
+        raise BenchError(f"{where}: architecture {cell.architecture.label()} on dataset {cell.dataset.label()}: "
+                         f"{problem}")
+    accepts = architecture.tag("accepts", cell.architecture.kwargs)
     if inputs not in accepts:
         raise BenchError(
             f"{where}: architecture {cell.architecture.name!r} takes {_one_of(accepts)} inputs but dataset "
@@ -222,8 +222,11 @@ def check_compatible(cell: Cell, where: str) -> None:
             "architecture, optimizer or release (none, l2, dropout, label_smoothing, memguard, ...)"
         )
     for attack in cell.attacks:
-        allowed_inputs = ATTACKS.get(attack.name).tags.get("inputs")
-        if allowed_inputs and inputs not in allowed_inputs:
+        problem = ATTACKS.get(attack.name).check(attack.kwargs, **facts)
+        if problem:
+            raise BenchError(f"{where}: attack {attack.label()} on dataset {cell.dataset.label()}: {problem}")
+        allowed_inputs = ATTACKS.get(attack.name).tag("perturbs", attack.kwargs)
+        if allowed_inputs is not None and inputs not in allowed_inputs:
             raise BenchError(
                 f"{where}: attack {attack.name!r} queries {_one_of(allowed_inputs)} inputs but dataset "
                 f"{cell.dataset.label()} gives {inputs} inputs; remove the attack or the dataset from the grid"
@@ -241,7 +244,7 @@ def check_attack_tasks(cells: Sequence[Cell], where: str) -> None:
     regression, an attack runs on the cells whose task it supports and is skipped, with the reason recorded, on
     the others."""
     for attack in cells[0].attacks:
-        tasks = ATTACKS.get(attack.name).tags.get("tasks", ("classification",))
+        tasks = ATTACKS.get(attack.name).tag("tasks", attack.kwargs)
         grid_tasks = {dataset_facts(cell.dataset)[0] for cell in cells}
         if not grid_tasks & set(tasks):
             datasets = ", ".join(sorted({cell.dataset.label() for cell in cells}))
@@ -349,7 +352,7 @@ def _unions(entries: Any, attacks: list[ComponentSpec], where: str) -> tuple[Uni
                 )
             names.append(labels[str(name)])
             spec = next(a for a in attacks if a.label() == labels[str(name)])
-            if ATTACKS.get(spec.name).tag("knowledge", spec.kwargs, "references") != "references":
+            if ATTACKS.get(spec.name).tag("knowledge", spec.kwargs) != "references":
                 raise BenchError(
                     f"{where}: union attack {name!r} is a leaked-samples attacker, scored on fewer records than the "
                     "others; unions combine reference-model attacks only"

@@ -41,13 +41,6 @@ class Defense:
     def __init__(self, **params: Any) -> None:
         self.params = params
 
-    @classmethod
-    def check(cls, params: dict[str, Any], *, task: str, n_classes: int | None) -> str | None:
-        """Why these parameters cannot work on a dataset of this task and number of classes (checked when a
-        grid is loaded, before anything runs), or None. ``n_classes`` is None when the dataset does not
-        declare it."""
-        return None
-
     def architecture_overrides(self) -> dict[str, Any]:
         """Architecture parameters this defense sets (e.g. ``{"dropout": 0.5}``)."""
         return {}

@@ -313,6 +313,14 @@ def private_gradients(
 # --- the defense -----------------------------------------------------------------------------------------------
 
 
+def dpsgd_problem(params: dict[str, Any], *, task: str | None, n_classes: int | None) -> str | None:
+    """Grid-load check (the ``check`` tag): the PRV accountant cannot represent a run without noise."""
+    if params.get("epsilon") is None and params["noise_multiplier"] == 0 and params["accountant"] == "prv":
+        return ("noise_multiplier=0 adds no noise (ε = ∞), which the PRV accountant cannot represent; use "
+                "accountant: rdp for a clipping-only run, or a positive noise_multiplier or epsilon")
+    return None
+
+
 @DEFENSES.register(
     "dpsgd",
     description="DP-SGD (Abadi et al. 2016): per-sample gradients clipped to max_grad_norm, Gaussian noise of "
@@ -332,6 +340,7 @@ def private_gradients(
               "for which the accountant's ε is not a proof)"),
     ],
     tasks=("classification", "regression"),
+    check=dpsgd_problem,
 )
 class DPSGD(Defense):
     """DP-SGD on every model of the ensemble at once.
@@ -348,13 +357,6 @@ class DPSGD(Defense):
     Per-sample gradients need a model without cross-sample layers (no BatchNorm: none of the registered
     architectures has one). The loss is the defense's :meth:`loss` hook, applied to one sample at a time.
     """
-
-    @classmethod
-    def check(cls, params: dict[str, Any], *, task: str, n_classes: int | None) -> str | None:
-        if params.get("epsilon") is None and params["noise_multiplier"] == 0 and params["accountant"] == "prv":
-            return ("noise_multiplier=0 adds no noise (ε = ∞), which the PRV accountant cannot represent; use "
-                    "accountant: rdp for a clipping-only run, or a positive noise_multiplier or epsilon")
-        return None
 
     def plan(self, keep: np.ndarray, batch_size: int, epochs: int) -> PrivacyPlan:
         """σ, q, steps and ε of a run with these members, batch size and epochs."""

@@ -81,6 +81,16 @@ def release_probability(distortion: np.ndarray, budget: float) -> np.ndarray:
         return np.where(distortion > budget, budget / np.maximum(distortion, 1e-300), 1.0)
 
 
+def memguard_problem(params: dict[str, Any], *, task: str | None, n_classes: int | None) -> str | None:
+    """Grid-load check (the ``check`` tag): the threshold must exceed ``1 / n_classes``."""
+    if n_classes is not None and params["threshold"] <= 1.0 / n_classes:
+        return (
+            f"threshold={params['threshold']} is at most 1/{n_classes}, below every top probability of a "
+            f"{n_classes}-class model; choose a threshold above {1.0 / n_classes:.3g}"
+        )
+    return None
+
+
 @DEFENSES.register(
     "memguard",
     description="MemGuard (Jia et al. 2019): label-preserving noise on the probabilities that drives the "
@@ -93,6 +103,7 @@ def release_probability(distortion: np.ndarray, budget: float) -> np.ndarray:
               low=0.0, high=1.0, low_inclusive=False, high_inclusive=False),
     ],
     tasks=("classification",),
+    check=memguard_problem,
 )
 class MemGuard(Defense):
     """MemGuard's two phases on each query's probability vector.
@@ -139,15 +150,6 @@ class MemGuard(Defense):
         super().__init__(budget=budget, threshold=threshold)
         self.budget = budget
         self.threshold = threshold
-
-    @classmethod
-    def check(cls, params: dict[str, Any], *, task: str, n_classes: int | None) -> str | None:
-        if n_classes is not None and params["threshold"] <= 1.0 / n_classes:
-            return (
-                f"threshold={params['threshold']} is at most 1/{n_classes}, below every top probability of a "
-                f"{n_classes}-class model; choose a threshold above {1.0 / n_classes:.3g}"
-            )
-        return None
 
     def release(self, log_probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         noisy, distortion = memguard_noise(log_probs, self.threshold)

@@ -20,6 +20,13 @@ def one_hot_log(log_probs: np.ndarray) -> np.ndarray:
     return np.where(np.arange(log_probs.shape[-1]) == top, 0.0, -np.inf).astype(log_probs.dtype)
 
 
+def topk_problem(params: dict[str, Any], *, task: str | None, n_classes: int | None) -> str | None:
+    """Grid-load check (the ``check`` tag): ``k`` is at most the number of classes."""
+    if n_classes is not None and params["k"] > n_classes:
+        return f"k={params['k']} exceeds the dataset's {n_classes} classes; choose k between 1 and {n_classes}"
+    return None
+
+
 @DEFENSES.register(
     "topk",
     description="Release only the k largest probabilities, renormalised to sum to 1; the others are 0 "
@@ -27,6 +34,7 @@ def one_hot_log(log_probs: np.ndarray) -> np.ndarray:
     params=[Param("k", int, 3, "number of classes whose probability is released (at most the number of classes)",
                   low=1, high=1_000_000)],
     tasks=("classification",),
+    check=topk_problem,
 )
 class TopK(Defense):
     """Restrict the prediction vector to the top ``k`` classes.
@@ -54,12 +62,6 @@ class TopK(Defense):
     def __init__(self, k: int = 3) -> None:
         super().__init__(k=k)
         self.k = k
-
-    @classmethod
-    def check(cls, params: dict[str, Any], *, task: str, n_classes: int | None) -> str | None:
-        if n_classes is not None and params["k"] > n_classes:
-            return f"k={params['k']} exceeds the dataset's {n_classes} classes; choose k between 1 and {n_classes}"
-        return None
 
     def release(self, log_probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         k = min(self.k, log_probs.shape[-1])

@@ -194,8 +194,11 @@ def chembl_table() -> tuple[list[str], np.ndarray, list[str], str]:
     return joined["smiles"].tolist(), joined["Act"].to_numpy(np.float64), joined["id"].tolist(), note
 
 
-def chembl_threshold_problem(params: Mapping[str, Any]) -> str | None:
-    """Grid-load check: a classification threshold must leave molecules on both sides."""
+def chembl_threshold_problem(
+    params: Mapping[str, Any], *, task: str | None = None, n_classes: int | None = None
+) -> str | None:
+    """Grid-load check (the ``check`` tag): a classification threshold must leave molecules on both sides.
+    ``task`` and ``n_classes`` (the dataset's own) are not needed."""
     if params["task"] != "classification":
         return None
     _, pic50, _, _ = chembl_table()
@@ -553,8 +556,11 @@ VOLUME_MAX_VOXELS = 2**28
 """The most voxels (``n_samples × size³``) ``synthetic_volumes`` generates: 1 GiB of float32."""
 
 
-def synthetic_volumes_problem(params: Mapping[str, Any]) -> str | None:
-    """Grid-load check: the volumes must fit in memory."""
+def synthetic_volumes_problem(
+    params: Mapping[str, Any], *, task: str | None = None, n_classes: int | None = None
+) -> str | None:
+    """Grid-load check (the ``check`` tag): the volumes must fit in memory. ``task`` and ``n_classes`` are not
+    needed."""
     voxels = params["n_samples"] * params["size"] ** 3
     if voxels > VOLUME_MAX_VOXELS:
         return (f"n_samples × size³ = {voxels:,} voxels exceeds {VOLUME_MAX_VOXELS:,} (1 GiB of float32); lower "

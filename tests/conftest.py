@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import yaml
+
+from privkernel.registry import REGISTRIES, Registry
 
 TINY_GRID = {
     "name": "tiny",
@@ -23,6 +27,16 @@ def write_grid(folder: Path, content: object, name: str = "grid.yaml") -> Path:
     path = folder / name
     path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
     return path
+
+
+@pytest.fixture
+def registries() -> Iterator[dict[str, Registry]]:
+    """Every registry, restored after the test: what the test registers (``DATASETS.register(...)``) is gone
+    afterwards. For one registry in a block, use ``with DATASETS.temporarily(): ...``."""
+    with ExitStack() as stack:
+        for registry in REGISTRIES.values():
+            stack.enter_context(registry.temporarily())
+        yield REGISTRIES
 
 
 @pytest.fixture

@@ -38,15 +38,17 @@ def test_cell_keys_follow_parameters_and_versions(tiny_grid, tmp_path, monkeypat
     assert bumped.metrics_key(mlp.cell.attacks[0], 0) != mlp.metrics_key(mlp.cell.attacks[0], 0)
 
 
-def test_component_version_enters_the_key(tiny_grid, tmp_path, monkeypatch):
+def test_component_version_enters_the_key(tiny_grid, tmp_path):
     from privkernel.registry import ATTACKS
 
     run = _cell_run(tiny_grid, tmp_path)
     attack = run.cell.attacks[0]
     before = run.scores_key(attack, 0)
-    component = ATTACKS.get("loss")
-    monkeypatch.setitem(ATTACKS._components, "loss", type(component)(**{**component.__dict__, "version": 2}))
-    assert run.scores_key(attack, 0) != before
+    c = ATTACKS.get("loss")
+    with ATTACKS.temporarily():
+        ATTACKS.register("loss", description=c.description, params=c.params, version=2, replace=True, **c.tags)(c.obj)
+        assert run.scores_key(attack, 0) != before
+    assert run.scores_key(attack, 0) == before  # the old registration is back
 
 
 def test_roundtrip_of_every_kind(tmp_path):

@@ -39,8 +39,7 @@ class Reported(Defense):
 
 
 @pytest.fixture
-def defenses(monkeypatch):
-    monkeypatch.setattr(DEFENSES, "_components", dict(DEFENSES._components))
+def defenses(registries):
     DEFENSES.register("labels_only_test", description="test")(LabelsOnly)
     DEFENSES.register("reported_test", description="test")(Reported)
 

@@ -409,12 +409,11 @@ def test_bad_settings_exit_2_at_grid_load(tmp_path, capsys, dataset, defense, me
 
 
 @pytest.fixture
-def random_labels(monkeypatch):
+def random_labels(registries):
     def load() -> Dataset:
         X, y = coin_flips(160)
         return Dataset(X.numpy(), y.numpy(), "classification", 2)
 
-    monkeypatch.setattr(DATASETS, "_components", dict(DATASETS._components))
     DATASETS.register("random_labels", description="coin-flip labels (test only)", n_classes=2)(load)
 
 

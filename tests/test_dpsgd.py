@@ -305,20 +305,21 @@ def test_good_parameters_load():
     component = DEFENSES.get("dpsgd")
     assert component.validate({}) == {"epsilon": None, "noise_multiplier": 1.0, "delta": 1e-5, "max_grad_norm": 1.0,
                                       "accountant": "rdp", "poisson": True}
-    assert DPSGD.check(component.validate({"epsilon": 2.0, "noise_multiplier": 0.0, "accountant": "prv"}),
-                       task="classification", n_classes=2) is None  # epsilon wins: σ is searched
-    assert DPSGD.check(component.validate({"noise_multiplier": 0.0}), task="regression", n_classes=None) is None
+    assert component.check(component.validate({"epsilon": 2.0, "noise_multiplier": 0.0, "accountant": "prv"}),
+                           task="classification", n_classes=2) is None  # epsilon wins: σ is searched
+    assert component.check(component.validate({"noise_multiplier": 0.0}), task="regression", n_classes=None) is None
+    refused = component.validate({"noise_multiplier": 0.0, "accountant": "prv"})
+    assert "PRV accountant cannot represent" in component.check(refused, task="classification", n_classes=2)
 
 
 @pytest.fixture
-def random_labels(monkeypatch):
+def random_labels(registries):
     """Coin-flip labels: an undefended model fits its members only by memorising them."""
 
     def load() -> Dataset:
         rng = np.random.default_rng(0)
         return Dataset(rng.normal(size=(300, 10)).astype(np.float32), rng.integers(0, 2, 300), "classification", 2)
 
-    monkeypatch.setattr(DATASETS, "_components", dict(DATASETS._components))
     DATASETS.register("random_labels_dp", description="coin-flip labels (test only)")(load)
 
 

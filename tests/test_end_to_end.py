@@ -54,7 +54,7 @@ def test_grid_writes_one_row_per_cell_attack_target_and_rerun_is_cached(tiny_gri
 
 
 @pytest.fixture
-def random_labels(monkeypatch):
+def random_labels(registries):
     """A dataset whose labels are coin flips: a model can only fit its members by memorising them, so the
     LOSS attack must separate members from non-members far better than chance."""
 
@@ -62,7 +62,6 @@ def random_labels(monkeypatch):
         rng = np.random.default_rng(0)
         return Dataset(rng.normal(size=(300, 10)).astype(np.float32), rng.integers(0, 2, 300), "classification", 2)
 
-    monkeypatch.setattr(DATASETS, "_components", dict(DATASETS._components))
     DATASETS.register("random_labels", description="coin-flip labels (test only)")(load)
 
 
@@ -87,19 +86,20 @@ def test_process_pool_gives_the_same_store(tiny_grid, tmp_path, workdirs):
     pd.testing.assert_frame_equal(read_store(pooled["results"]), read_store(workdirs["results"]), rtol=1e-4)
 
 
-def test_a_failing_cell_loses_nothing(tiny_grid, tmp_path, workdirs, monkeypatch, capsys):
+def test_a_failing_cell_loses_nothing(tiny_grid, tmp_path, workdirs, capsys):
     assert run_grid(tiny_grid, workdirs) == 0
     before = read_store(workdirs["results"])
 
     def broken(data):
         raise FloatingPointError("boom")
 
-    monkeypatch.setattr(ATTACKS, "_components", dict(ATTACKS._components))
-    ATTACKS.register("broken", description="always fails (test only)")(broken)
     grid = write_grid(tmp_path, {**TINY_GRID, "attacks": ["loss", "broken"],
                                  "architectures": ["logreg", {"name": "mlp", "params": {"width": 16, "depth": 1}},
                                                    {"name": "mlp", "params": {"width": 8, "depth": 1}}]})
-    assert run_grid(grid, workdirs) == 1
+    with ATTACKS.temporarily():
+        ATTACKS.register("broken", description="always fails (test only)")(broken)
+        assert run_grid(grid, workdirs) == 1
+    assert "broken" not in ATTACKS  # the registration ended with the block
     err = capsys.readouterr().err
     assert "3 failed" in err and "FloatingPointError: boom" in err and "Traceback" not in err
     pd.testing.assert_frame_equal(read_store(workdirs["results"]), before)  # the old rows are intact

@@ -100,10 +100,9 @@ def test_dry_run_prints_cells_and_count_and_runs_nothing(tiny_grid, workdirs, ca
 
 
 @pytest.fixture
-def extra_datasets(monkeypatch):
+def extra_datasets(registries):
     from privkernel.registry import DATASETS
 
-    monkeypatch.setattr(DATASETS, "_components", dict(DATASETS._components))
     DATASETS.register("reg_only", description="test", task="regression")(lambda: None)
     DATASETS.register(
         "mols", description="test", params=[], inputs=lambda p: "graph"

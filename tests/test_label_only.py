@@ -34,13 +34,11 @@ def test_memorised_points_survive_noise(random_labels, tmp_path):  # noqa: F811
     assert rows["attack.noise"].eq(0.3).all()
 
 
-def test_graph_inputs_are_refused_at_load(tmp_path, monkeypatch):
+def test_graph_inputs_are_refused_at_load(tmp_path, registries):
     from privkernel.errors import BenchError
     from bench.grid import load_grid
     from privkernel.registry import ARCHITECTURES, DATASETS
 
-    monkeypatch.setattr(DATASETS, "_components", dict(DATASETS._components))
-    monkeypatch.setattr(ARCHITECTURES, "_components", dict(ARCHITECTURES._components))
     DATASETS.register("graphs", description="test", inputs="graph")(lambda: None)
     ARCHITECTURES.register("graph_net", description="test", accepts=("graph",))(lambda: None)
     grid = write_grid(tmp_path, {**TINY_GRID, "datasets": ["graphs"], "architectures": ["graph_net"],

@@ -1,10 +1,14 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from bench.cli import main
 from privkernel.errors import BenchError
-from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, REGISTRIES, Param, Registry, validate_params
+from privkernel.registry import (
+    ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, FAMILY_TAGS, REGISTRIES, TAGS, Param, Registry, RegistrationError, Tag,
+    validate_params,
+)
 
 PARAMS = (
     Param("depth", int, 2, "layers", low=1, high=8),
@@ -83,3 +87,148 @@ def test_list_one_family_and_unknown_family(capsys):
     assert "loss" in capsys.readouterr().out
     assert main(["list", "atacks"]) == 2
     assert "did you mean 'attacks'?" in capsys.readouterr().err
+
+
+# --- typed tags ----------------------------------------------------------------------------------------------------
+
+
+def test_an_unknown_tag_is_refused_at_registration_with_the_allowed_tags():
+    with pytest.raises(RegistrationError) as err:
+        DATASETS.register("wine", description="test", input="tabular")(lambda: None)
+    message = str(err.value)
+    assert message.startswith("dataset 'wine': unknown tag 'input' (did you mean 'inputs'?)")
+    assert "task (str of {'classification', 'regression'})" in message and "n_classes (int | None)" in message
+    assert "wine" not in DATASETS
+
+
+@pytest.mark.parametrize(
+    "registry, tags, message",
+    [
+        (DATASETS, {"task": "clasification"}, "tag 'task': 'clasification' is not one of {'classification', "
+                                              "'regression'} (did you mean 'classification'?)"),
+        (DATASETS, {"n_classes": 2.0}, "tag 'n_classes': 2.0 is not of type int | None"),
+        (DATASETS, {"n_classes": True}, "tag 'n_classes': True is not of type int | None"),
+        (DATASETS, {"files": "path"}, "tag 'files': 'path' is not of type tuple[str, ...]"),
+        (ARCHITECTURES, {"accepts": "vector"}, "tag 'accepts': 'vector' is not of type tuple[str, ...]"),
+        (DEFENSES, {"tasks": ("classification", "ranking")}, "tag 'tasks': 'ranking' is not one of"),
+        (ATTACKS, {"access": "grey-box"}, "tag 'access': 'grey-box' is not one of"),
+        (ATTACKS, {"check": "k <= n_classes"}, "tag 'check': 'k <= n_classes' is not of type callable | None"),
+    ],
+)
+def test_a_tag_of_the_wrong_type_is_refused_at_registration(registry, tags, message):
+    with pytest.raises(RegistrationError, match=None) as err:
+        registry.register("bad", description="test", **tags)(lambda: None)
+    assert message in str(err.value) and str(err.value).startswith(f"{registry.family[:-1]} 'bad': ")
+
+
+def test_a_tuple_tag_given_as_a_list_is_stored_as_a_tuple(registries):
+    ARCHITECTURES.register("lister", description="test", accepts=["vector", "image"])(lambda: None)
+    assert ARCHITECTURES.get("lister").tag("accepts") == ("vector", "image")
+
+
+def test_a_tag_that_depends_on_the_params_is_type_checked_when_resolved(registries):
+    params = [Param("kind", str, "vector", "input kind"), Param("classes", int, 2, "classes")]
+    DATASETS.register("dyn", description="test", params=params, inputs=lambda p: p["kind"],
+                      n_classes=lambda p: p["classes"] / 2)(lambda: None)
+    component = DATASETS.get("dyn")
+    assert component.tag("inputs") == "vector" and component.tag("inputs", {"kind": "image"}) == "image"
+    with pytest.raises(TypeError, match=r"dataset 'dyn': tag 'n_classes' at \{\}: 1.0 is not of type int \| None"):
+        component.tag("n_classes")
+
+
+def test_an_unset_tag_reads_its_one_default():
+    none = DEFENSES.get("none")
+    assert "tasks" not in none.tags and none.tag("tasks") == ("classification", "regression")
+    assert ATTACKS.get("loss").tag("knowledge") == "references" and ATTACKS.get("loss").tag("access") == "black-box"
+    assert ARCHITECTURES.get("mlp").tag("check") is None
+    with pytest.raises(ValueError, match="tag 'tasks' has one default"):
+        none.tag("tasks", default=("classification",))
+    with pytest.raises(KeyError, match="defenses declare no tag 'task' \\(did you mean 'tasks'\\?\\)"):
+        none.tag("task")
+
+
+def test_tag_names_keep_one_type_and_default_in_every_family():
+    for family, names in FAMILY_TAGS.items():
+        assert "check" in names, family  # every family refuses parameters the same way
+        for name in names:
+            assert REGISTRIES[family].tags[name] is TAGS[name]
+    with pytest.raises(TypeError, match="tag 'tasks' is already declared"):
+        Registry("widgets", tags=[Tag("tasks", tuple[str, ...], ("classification",), "other default")])
+    widgets = Registry("widgets", tags=["tasks", "check"])
+    assert widgets.tags["tasks"].default == DEFENSES.tags["tasks"].default == ATTACKS.tags["tasks"].default
+
+
+def test_a_bad_tag_default_is_refused():
+    with pytest.raises(TypeError, match="tag 'depth': its default 'deep' is not of type int"):
+        Tag("depth", int, "deep", "layers")
+
+
+def test_check_is_the_one_refusal_hook_of_every_family(registries):
+    def check(params, *, task, n_classes):
+        return f"{params['k']} > {n_classes} ({task})" if params["k"] > n_classes else None
+
+    DEFENSES.register("k_test", description="test", params=[Param("k", int, 1, "k")], check=check)(lambda: None)
+    component = DEFENSES.get("k_test")
+    assert component.check({"k": 3}, task="classification", n_classes=2) == "3 > 2 (classification)"
+    assert component.check({"k": 2}, task="classification", n_classes=2) is None
+    # a dataset's check sees its own task and number of classes
+    seen = {}
+    DATASETS.register("checked", description="test", task="regression", n_classes=1,
+                      check=lambda p, **facts: seen.update(facts))(lambda: None)
+    assert DATASETS.get("checked").check({}) is None and seen == {"task": "regression", "n_classes": 1}
+
+
+def test_readme_extending_dataset_example_registers(registries):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    extending = readme[readme.index("## Extending"):]
+    snippet = extending[extending.index("```python") + len("```python"):]
+    snippet = snippet[:snippet.index("```")]
+    exec(compile(snippet, "README.md", "exec"), {})
+    wine = DATASETS.get("wine")
+    assert wine.tag("inputs") == "vector" and wine.tag("n_classes") == 3 and wine.tag("size") == 178
+    data = wine.obj()
+    assert data.X.shape == (178, 13) and data.n_classes == 3
+
+
+# --- temporary registration ----------------------------------------------------------------------------------------
+
+
+def test_temporarily_undoes_registrations_and_replacements():
+    loss = ATTACKS.get("loss")
+    with ATTACKS.temporarily() as attacks:
+        attacks.register("scratch", description="test")(lambda data: data)
+        attacks.register("loss", description=loss.description, params=loss.params, version=7, replace=True,
+                         **loss.tags)(loss.obj)
+        assert "scratch" in ATTACKS and ATTACKS.get("loss").version == 7
+        with pytest.raises(ValueError, match="registered twice"):
+            attacks.register("loss", description="again")(lambda data: data)
+    assert "scratch" not in ATTACKS and ATTACKS.get("loss") is loss
+
+
+def test_temporarily_restores_even_after_an_error():
+    with pytest.raises(RuntimeError), DATASETS.temporarily():
+        DATASETS.register("scratch", description="test")(lambda: None)
+        raise RuntimeError
+    assert "scratch" not in DATASETS
+
+
+def test_the_registries_fixture_restores_every_family(registries):
+    for registry in registries.values():
+        registry.register("fixture_scratch", description="test")(lambda: None)
+    assert all("fixture_scratch" in r for r in REGISTRIES.values())
+
+
+def test_the_registries_fixture_left_nothing_behind():
+    assert not any("fixture_scratch" in r for r in REGISTRIES.values())
+
+
+def test_list_shows_tags_with_their_types(capsys):
+    assert main(["list", "defenses"]) == 0
+    out = capsys.readouterr().out
+    assert "tag tasks (tuple[str, ...] of {'classification', 'regression'}): ('classification',)" in out
+    assert "tag check (callable | None): 'topk_problem'" in out
+    assert main(["list", "--json", "datasets"]) == 0
+    csv = next(c for c in json.loads(capsys.readouterr().out)["datasets"] if c["name"] == "csv")
+    task = next(t for t in csv["tags"] if t["name"] == "task")
+    assert task == {"name": "task", "type": "str of {'classification', 'regression'}", "set": True,
+                    "per_params": True, "value": "classification"}

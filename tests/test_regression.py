@@ -61,7 +61,7 @@ def test_rmia_on_residuals_matches_a_brute_force():
 
 
 @pytest.fixture
-def noise_targets(monkeypatch):
+def noise_targets(registries):
     """Regression targets that are pure noise: fitting members means memorising them."""
 
     def load() -> Dataset:
@@ -69,7 +69,6 @@ def noise_targets(monkeypatch):
         return Dataset(rng.normal(size=(300, 8)).astype(np.float32), rng.normal(size=300).astype(np.float32),
                        "regression", 1)
 
-    monkeypatch.setattr(DATASETS, "_components", dict(DATASETS._components))
     DATASETS.register("noise_targets", description="test", task="regression")(load)
 
 
