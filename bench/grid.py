@@ -31,12 +31,11 @@ from typing import Any
 
 import yaml
 
+from attacks.requirements import RoundSnapshots, find, requirements_of
 from privkernel.errors import BenchError, did_you_mean
-from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Param, Registry, validate_params
+from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, ENGINES, Param, Registry, validate_params
 from bench.spec import Cell, ComponentSpec, Union
 from privkernel.hashing import stable_hash
-from defenses.base import Defense
-from targets.federated import FEDERATED_PARAMS, engine_settings
 
 TRAINING_PARAMS = (
     Param("epochs", int, 30, "passes over each model's training set (federated engine: local epochs per round)",
@@ -46,8 +45,10 @@ TRAINING_PARAMS = (
     Param("optimizer", str, "adam", "optimizer of every model", choices=("adam", "sgd")),
     Param("momentum", float, 0.9, "SGD momentum (ignored by adam)", low=0.0, high=1.0, high_inclusive=False),
     Param("engine", str, "ensemble", "train the M models stacked with vmap ('ensemble'), one by one ('loop'), or "
-          "each by FedAvg over sites of its records ('federated')", choices=("ensemble", "loop", "federated")),
-    *FEDERATED_PARAMS,
+          "each by FedAvg over sites of its records ('federated'): see `python -m bench list engines`",
+          choices=tuple(ENGINES.names())),
+    # every engine's own settings; a cell keeps those of its engine (engine_settings)
+    *(param for name in ENGINES.names() for param in ENGINES.get(name).params),
 )
 
 PROTOCOL_PARAMS = (
@@ -215,11 +216,14 @@ def check_compatible(cell: Cell, where: str) -> None:
             f"{where}: architecture {cell.architecture.name!r} takes {_one_of(accepts)} inputs but dataset "
             f"{cell.dataset.label()} gives {inputs} inputs; exclude the pair or pick another architecture"
         )
-    if cell.training_params.get("engine") == "federated" and defense.obj.train is not Defense.train:
+    engine = cell.training_params["engine"]
+    refusal = ENGINES.get(engine).obj(**engine_params(cell.training_params)).refuses(
+        type(defense.obj(**cell.defense.kwargs).hooks()))
+    if refusal:
         raise BenchError(
-            f"{where}: defense {cell.defense.name!r} replaces the training procedure, which the federated engine "
-            "does not run; use it with engine 'ensemble' or 'loop', or pick a defense that shapes the loss, "
-            "architecture, optimizer or release (none, l2, dropout, label_smoothing, memguard, ...)"
+            f"{where}: defense {cell.defense.name!r} cannot train with the {engine} engine: {refusal}; use it with "
+            "engine 'ensemble' or 'loop', or pick a defense that shapes the loss, architecture, optimizer or release "
+            "(none, l2, dropout, label_smoothing, memguard, ...)"
         )
     for attack in cell.attacks:
         problem = ATTACKS.get(attack.name).check(attack.kwargs, **facts)
@@ -260,21 +264,25 @@ def check_federated_attacks(cells: Sequence[Cell], where: str) -> None:
     federated = [cell for cell in cells if cell.training_params.get("engine") == "federated"]
     for cell in federated:
         for attack in cell.attacks:
-            site, sites = attack.kwargs.get("site"), cell.training_params["sites"]
-            if ATTACKS.get(attack.name).tag("needs_rounds", attack.kwargs) and attack.kwargs.get("view") == "site" \
-                    and site >= sites:
+            watched, sites = _rounds_required(attack), cell.training_params["sites"]
+            if watched is not None and watched.site is not None and watched.site >= sites:
                 raise BenchError(
-                    f"{where}: attack {attack.label()} watches site {site}, but the federation has {sites} sites "
-                    f"(0 to {sites - 1}); lower the attack's site or raise training.sites"
+                    f"{where}: attack {attack.label()} watches site {watched.site}, but the federation has {sites} "
+                    f"sites (0 to {sites - 1}); lower the attack's site or raise training.sites"
                 )
     if federated:
         return
     for attack in cells[0].attacks:
-        if ATTACKS.get(attack.name).tag("needs_rounds", attack.kwargs):
+        if _rounds_required(attack) is not None:
             raise BenchError(
                 f"{where}: attack {attack.name!r} watches the rounds of federated training, but no cell of the grid "
                 "is federated; add `engine: federated` (with sites and rounds) to training, or remove the attack"
             )
+
+
+def _rounds_required(attack: ComponentSpec) -> RoundSnapshots | None:
+    """The federated rounds that ``attack`` requires to watch, or None."""
+    return find(requirements_of(ATTACKS.get(attack.name), attack.kwargs), RoundSnapshots)
 
 
 def _component_axis(entries: Any, registry: Registry, where: str) -> list[ComponentSpec]:
@@ -366,17 +374,33 @@ def _unions(entries: Any, attacks: list[ComponentSpec], where: str) -> tuple[Uni
     return tuple(dict.fromkeys(out))
 
 
+def engine_params(training: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a cell's training that its engine alone reads (its registered parameters)."""
+    return {p.name: training[p.name] for p in ENGINES.get(training["engine"]).params if p.name in training}
+
+
+def engine_settings(training: dict[str, Any]) -> dict[str, Any]:
+    """A training's settings without those of the engines it does not use (they stay out of the cell's key)."""
+    own = {p.name for p in ENGINES.get(training["engine"]).params}
+    other = {p.name for name in ENGINES.names() for p in ENGINES.get(name).params} - own
+    return {k: v for k, v in training.items() if k not in other}
+
+
 def _engine_settings(trainings: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
-    """Each training's settings for its engine: federated settings go to the federated trainings of a sweep
-    (``engine: [ensemble, federated]``) and are refused when no training is federated."""
-    if not any(train["engine"] == "federated" for train in trainings):
-        stray = sorted({p.name for train in trainings for p in FEDERATED_PARAMS if train[p.name] != p.default})
+    """Each training's settings for its engine: an engine's settings go to the trainings of a sweep that use it
+    (``engine: [ensemble, federated]``) and are refused when no training uses it."""
+    used = {train["engine"] for train in trainings}
+    for name in ENGINES.names():
+        if name in used:
+            continue
+        stray = sorted({p.name for train in trainings for p in ENGINES.get(name).params if train[p.name] != p.default})
         if stray:
             raise BenchError(
-                f"{where}: {', '.join(stray)} apply to the federated engine only, but no training of the grid is "
-                "federated; add `engine: federated` or remove them"
+                f"{where}: {', '.join(stray)} apply to the {name} engine only, but no training of the grid uses it; "
+                f"add `engine: {name}` or remove them"
             )
     return list({stable_hash(settings): settings for settings in map(engine_settings, trainings)}.values())
+
 
 
 def _check_protocol(proto: Mapping[str, Any], where: str) -> None:

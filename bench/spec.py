@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from privkernel.hashing import stable_hash
+from privkernel.registry import ENGINES
 
 
 @dataclass(frozen=True)
@@ -101,15 +102,13 @@ class Cell:
                 + (f"{engine} / " if engine else "") + f"seed={self.seed}")
 
     def engine_label(self) -> str:
-        """The training engine and the settings only it reads, as a label; ``""`` for the default engine."""
-        from targets.federated import FEDERATED_PARAMS  # targets imports this module
-
+        """The training engine and the settings only it reads that differ from their defaults, as a label; ``""``
+        for the default engine."""
         engine = self.training_params.get("engine", "ensemble")
         if engine == "ensemble":
             return ""
-        shown = [f"{p.name}={self.training_params[p.name]}" for p in FEDERATED_PARAMS
-                 if p.name in self.training_params and (p.name in ("sites", "rounds")
-                                                        or self.training_params[p.name] != p.default)]
+        shown = [f"{p.name}={self.training_params[p.name]}" for p in ENGINES.get(engine).params
+                 if p.name in self.training_params and self.training_params[p.name] != p.default]
         return f"{engine}({','.join(shown)})" if shown else engine
 
     def columns(self) -> dict[str, Any]:

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from privkernel.registry import DEFENSES, Param
-from privkernel.hashing import derive_seed
 from defenses.base import Defense
-from defenses.early_stopping import hold_out_members, model_outputs, seeded_training
-from targets.ensemble import Ensemble, Inputs, TrainingLog, make_optimizer, minibatch_indices, take
+from privkernel.hashing import derive_seed
+from privkernel.registry import DEFENSES, Param
+from targets.ensemble import take
+from targets.training import Batch, TrainingHooks, TrainingRun, hold_out_members
 
 
 class InferenceModels:
@@ -130,69 +130,75 @@ class AdversarialRegularization(Defense):
         self.inference_lr = inference_lr
         self.width = width
 
-    def train(
-        self, ensemble: Ensemble, X: Inputs, y: torch.Tensor, keep: np.ndarray, *, engine: str, seed: int,
-        epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
-    ) -> TrainingLog:
-        device = y.device
-        n_models = ensemble.n_models
-        rng = np.random.default_rng(derive_seed(seed, "advreg", "sampling"))
-        train_keep, reference = hold_out_members(keep, self.reference_fraction, rng)
-        members = [np.flatnonzero(row) for row in train_keep]
+    def hooks(self) -> TrainingHooks:
+        return AdversarialHooks(self)
+
+
+class AdversarialHooks(TrainingHooks):
+    """The training loop's hooks for :class:`AdversarialRegularization`: hold the reference set out; before every
+    classifier step, ``k`` steps of the inference models (the extra step); the classifier's objective gains
+    ``λ · mean log h``."""
+
+    def __init__(self, defense: AdversarialRegularization) -> None:
+        super().__init__(defense.loss)
+        self.defense = defense
+
+    def members(self, keep: np.ndarray, seed: int) -> np.ndarray:
+        self.rng = np.random.default_rng(derive_seed(seed, "advreg", "sampling"))
+        train_keep, self.reference = hold_out_members(keep, self.defense.reference_fraction, self.rng)
+        self.training_members = [np.flatnonzero(row) for row in train_keep]
+        return train_keep
+
+    def start(self, run: TrainingRun) -> None:
+        n_models, device = run.ensemble.n_models, run.device
         with torch.no_grad():  # the number of outputs, from one record
             one = torch.zeros(n_models, 1, dtype=torch.long, device=device)
-            n_classes = model_outputs(ensemble, take(X, one), engine=engine, training=False).shape[-1]
-        inference = InferenceModels(n_models, n_classes, self.width, derive_seed(seed, "advreg", "init"), device)
-        inference_opt = torch.optim.Adam(list(inference.params.values()), lr=self.inference_lr)
-        opt = make_optimizer(list(ensemble.params.values()), optimizer, lr, momentum, **self.optimizer_overrides())
-        batch_rng = np.random.default_rng(derive_seed(seed, "minibatches"))
+            n_classes = run.outputs(take(run.X, one), training=False).shape[-1]
+        self.inference = InferenceModels(n_models, n_classes, self.defense.width,
+                                         derive_seed(run.seed, "advreg", "init"), device)
+        self.inference_opt = torch.optim.Adam(list(self.inference.params.values()), lr=self.defense.inference_lr)
+        self._reset_epoch(run)
 
-        def draw(pools: list[np.ndarray] | np.ndarray) -> torch.Tensor:
-            picked = np.stack([pool[rng.integers(0, len(pool), batch_size)] for pool in pools])
-            return torch.from_numpy(picked).to(device)
+    def _reset_epoch(self, run: TrainingRun) -> None:
+        self.gain = torch.zeros(run.ensemble.n_models, device=run.device)
+        self.correct = torch.zeros(run.ensemble.n_models, device=run.device)
+        self.inner_steps = 0
 
-        history = np.zeros((epochs, n_models), dtype=np.float32)
-        gain = correct = torch.zeros(n_models, device=device)
-        with seeded_training(seed, device):
-            for epoch in range(epochs):
-                batches = torch.from_numpy(minibatch_indices(train_keep, batch_size, batch_rng)).to(device)
-                total = torch.zeros(n_models, device=device)
-                gain = torch.zeros(n_models, device=device)
-                correct = torch.zeros(n_models, device=device)
-                for idx in batches:
-                    for _ in range(self.inference_steps):
-                        g, c = self._inference_step(ensemble, inference, inference_opt, X, y, draw(members),
-                                                    draw(reference), engine)
-                        gain += g
-                        correct += c
-                    outputs = model_outputs(ensemble, take(X, idx), engine=engine, training=True)
-                    losses = self.loss(outputs, y[idx])
-                    privacy = F.logsigmoid(inference.logits(torch.log_softmax(outputs, -1), y[idx])).mean(dim=1)
-                    opt.zero_grad(set_to_none=True)
-                    (losses + self.alpha * privacy).sum().backward()
-                    opt.step()
-                    total += losses.detach()
-                history[epoch] = (total / len(batches)).cpu().numpy()
-        inner_steps = len(batches) * self.inference_steps
-        return TrainingLog(history, {
-            "inference_gain": float((gain / inner_steps).mean()),
-            "inference_accuracy": float((correct / inner_steps).mean()),
-            "reference_members": float(reference.shape[1]),
-        }, trained_on=train_keep)
+    def _draw(self, run: TrainingRun, pools: list[np.ndarray] | np.ndarray) -> torch.Tensor:
+        size = run.settings.batch_size
+        picked = np.stack([pool[self.rng.integers(0, len(pool), size)] for pool in pools])
+        return torch.from_numpy(picked).to(run.device)
 
-    @staticmethod
-    def _inference_step(
-        ensemble: Ensemble, inference: InferenceModels, opt: torch.optim.Optimizer, X: Inputs, y: torch.Tensor,
-        member_idx: torch.Tensor, reference_idx: torch.Tensor, engine: str,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One ascent step of every inference model on ``G``; returns its gain and accuracy per model ``[M]``."""
-        both = torch.cat([member_idx, reference_idx], dim=1)  # one forward pass for the two minibatches
-        with torch.no_grad():
-            log_probs = torch.log_softmax(model_outputs(ensemble, take(X, both), engine=engine, training=False), -1)
-        in_logits, out_logits = inference.logits(log_probs, y[both]).split(member_idx.shape[1], dim=1)
-        gain = F.logsigmoid(in_logits).mean(dim=1) + F.logsigmoid(-out_logits).mean(dim=1)  # [M]
-        opt.zero_grad(set_to_none=True)
-        (-gain).sum().backward()
-        opt.step()
-        accuracy = ((in_logits > 0).float().mean(dim=1) + (out_logits <= 0).float().mean(dim=1)) / 2
-        return gain.detach(), accuracy.detach()
+    def extra_step(self, run: TrainingRun, batch: Batch) -> None:
+        """``k`` ascent steps of every inference model on ``G``, each on fresh minibatches of training members
+        (label 1) and reference points (label 0), with the classifiers' released (evaluation-mode) outputs."""
+        for _ in range(self.defense.inference_steps):
+            member_idx, reference_idx = self._draw(run, self.training_members), self._draw(run, self.reference)
+            both = torch.cat([member_idx, reference_idx], dim=1)  # one forward pass for the two minibatches
+            with torch.no_grad():
+                log_probs = torch.log_softmax(run.outputs(take(run.X, both), training=False), -1)
+            in_logits, out_logits = self.inference.logits(log_probs, run.y[both]).split(member_idx.shape[1], dim=1)
+            gain = F.logsigmoid(in_logits).mean(dim=1) + F.logsigmoid(-out_logits).mean(dim=1)  # [M]
+            self.inference_opt.zero_grad(set_to_none=True)
+            (-gain).sum().backward()
+            self.inference_opt.step()
+            self.gain += gain.detach()
+            self.correct += ((in_logits > 0).float().mean(dim=1) + (out_logits <= 0).float().mean(dim=1)).detach() / 2
+            self.inner_steps += 1
+
+    def objective(self, run: TrainingRun, losses: torch.Tensor, outputs: torch.Tensor,
+                  labels: torch.Tensor) -> torch.Tensor:
+        privacy = F.logsigmoid(self.inference.logits(torch.log_softmax(outputs, -1), labels)).mean(dim=1)
+        return losses + self.defense.alpha * privacy
+
+    def end_epoch(self, run: TrainingRun, epoch: int) -> None:
+        self.last = (self.gain / self.inner_steps, self.correct / self.inner_steps)
+        self._reset_epoch(run)
+
+    def finish(self, run: TrainingRun) -> dict[str, float]:
+        gain, accuracy = self.last
+        return {
+            "inference_gain": float(gain.mean()),
+            "inference_accuracy": float(accuracy.mean()),
+            "reference_members": float(self.reference.shape[1]),
+        }

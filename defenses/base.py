@@ -1,5 +1,5 @@
-"""What a defense may change: the architecture, the optimizer, the loss, the whole training procedure, and what
-is released to the attacker.
+"""What a defense may change: the architecture, the optimizer, the training loop's hooks (the loss, the batches, a
+gradient transform, an extra step, an end-of-epoch callback) and what is released to the attacker.
 
 A defense is registered as a class; the harness builds it with the grid's parameters and hands it to the training
 and to the observation step, for the target and the reference models alike. Attacks are therefore adaptive by
@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from targets.engines import ENGINES
-from targets.ensemble import Ensemble, Inputs, TrainingLog
+from privkernel.registry import ENGINES
+from targets.ensemble import Ensemble, Inputs
+from targets.training import TrainingHooks, TrainingLog, TrainingSettings, default_loss
 
 #: What a release can show the attacker: the full probability vector, or the predicted label only.
 RELEASES = ("probabilities", "labels")
@@ -50,21 +50,25 @@ class Defense:
         return {}
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean training loss per model: outputs ``[M, B, C]``, labels ``[M, B]`` → ``[M]``.
+        """Mean training loss per model: outputs ``[M, B, C]``, labels ``[M, B]`` → ``[M]``
+        (:func:`targets.training.default_loss` unless a defense shapes it)."""
+        return default_loss(outputs, labels)
 
-        Cross-entropy for class labels (integers); squared error for regression targets (floats, ``C = 1``).
-        """
-        if labels.is_floating_point():
-            return ((outputs[..., 0] - labels) ** 2).mean(dim=1)
-        per_point = F.cross_entropy(outputs.flatten(0, 1), labels.flatten(), reduction="none")
-        return per_point.view(labels.shape).mean(dim=1)
+    def hooks(self) -> TrainingHooks:
+        """Fresh training hooks for one run of the training loop; a defense that does more than shape the loss
+        returns its own :class:`~targets.training.TrainingHooks` subclass. Cheap: the grid builds them at load
+        to ask the training engine whether it runs them."""
+        return TrainingHooks(self.loss)
 
     def train(
-        self, ensemble: Ensemble, X: Inputs, y: torch.Tensor, keep: np.ndarray, *, engine: str, seed: int,
-        **training: Any,
+        self, ensemble: Ensemble, X: Inputs, y: torch.Tensor, keep: np.ndarray, *, seed: int, epochs: int,
+        batch_size: int, lr: float, optimizer: str, momentum: float, engine: str = "ensemble", **engine_params: Any,
     ) -> TrainingLog:
-        """Train the ensemble; the default runs the chosen engine with this defense's loss and optimizer."""
-        return ENGINES[engine](ensemble, X, y, keep, self.loss, seed=seed, **training, **self.optimizer_overrides())
+        """Train the ensemble in place with this defense's hooks and optimizer settings, by the registered training
+        engine ``engine`` built with ``engine_params`` (e.g. the federated engine's sites and rounds)."""
+        settings = TrainingSettings(epochs, batch_size, lr, optimizer, momentum, **self.optimizer_overrides())
+        trainer = ENGINES.get(engine).obj(**engine_params)
+        return trainer.train(ensemble, X, y, keep, settings, seed=seed, hooks=self.hooks())
 
     def release(self, log_probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """What the attacker receives for ``log_probs[M, N, C]``; identity when nothing is hidden."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,18 +42,17 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_map
 
-from privkernel.errors import BenchError
-from privkernel.registry import DEFENSES, Param
-from privkernel.hashing import derive_seed
 from defenses.base import Defense
-from targets.ensemble import Ensemble, Inputs, TrainingLog, make_optimizer, minibatch_indices, take
+from privkernel.errors import BenchError
+from privkernel.hashing import derive_seed
+from privkernel.registry import DEFENSES, Param
+from targets.ensemble import Ensemble, Inputs, minibatch_indices, take
+from targets.training import Batch, Grads, LossFn, TrainingHooks, TrainingRun
 
 ACCOUNTANTS = ("rdp", "prv")
 #: Opacus' stabiliser in the clipping factor ``min(1, C / (‖g‖ + 1e-6))``.
 CLIP_STABILISER = 1e-6
 
-Grads = dict[str, torch.Tensor]
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # --- privacy accounting ----------------------------------------------------------------------------------------
@@ -279,7 +278,7 @@ def draw_noise(like: Grads, std: float, generator: torch.Generator | None) -> Gr
 def private_gradients(
     ensemble: Ensemble, X: Inputs, y: torch.Tensor, weights: torch.Tensor, loss: LossFn, *, max_grad_norm: float,
     noise_multiplier: float, expected_batch_size: torch.Tensor, generator: torch.Generator | None = None,
-    noise: Grads | None = None, method: str = "auto",
+    noise: Grads | None = None, method: str = "auto", per_model: bool = False,
 ) -> tuple[Grads, torch.Tensor]:
     """The DP-SGD gradient :math:`\\tilde g_m` of every model (see the module docstring) and the per-sample
     losses ``[M, B]``.
@@ -297,11 +296,20 @@ def private_gradients(
     method
         ``"vmap"`` (:func:`vmap_clipped_sum`), ``"book_keeping"`` (:func:`book_keeping_clipped_sum`) or
         ``"auto"``: book-keeping wherever :func:`is_linear_chain` allows it.
+    per_model
+        Compute each model's clipped sum on its own (the loop engine); the noise is drawn for all models at once
+        either way.
     """
     if method == "auto":
         method = "book_keeping" if is_linear_chain(ensemble.template, record_shape(X, 2)) else "vmap"
     clipped_sum = book_keeping_clipped_sum if method == "book_keeping" else vmap_clipped_sum
-    summed, losses = clipped_sum(ensemble, X, y, weights, loss, max_grad_norm)
+    if per_model:
+        parts = [clipped_sum(ensemble.select(m), take(X, slice(m, m + 1)), y[m : m + 1], weights[m : m + 1], loss,
+                             max_grad_norm) for m in range(ensemble.n_models)]
+        summed = {k: torch.cat([part[0][k] for part in parts]) for k in parts[0][0]}
+        losses = torch.cat([part[1] for part in parts])
+    else:
+        summed, losses = clipped_sum(ensemble, X, y, weights, loss, max_grad_norm)
     if noise is None:
         noise = draw_noise(summed, noise_multiplier * max_grad_norm, generator)
     scale = expected_batch_size.to(weights.dtype)
@@ -364,57 +372,48 @@ class DPSGD(Defense):
         return plan_privacy(keep, batch_size, epochs, epsilon=p.get("epsilon"), noise_multiplier=p["noise_multiplier"],
                             delta=p["delta"], accountant=p["accountant"], poisson=p["poisson"])
 
-    def train(
-        self, ensemble: Ensemble, X: Inputs, y: torch.Tensor, keep: np.ndarray, *, engine: str, seed: int,
-        epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
-    ) -> TrainingLog:
-        """Train every model privately; ``engine="loop"`` runs the same algorithm one model at a time (same
-        plan; the random streams are then consumed model after model)."""
-        plan = self.plan(keep, batch_size, epochs)
-        rng = np.random.default_rng(derive_seed(seed, "dp_batches"))
-        generator = torch.Generator(device=y.device).manual_seed(derive_seed(seed, "dp_noise"))
-        parts = [slice(m, m + 1) for m in range(ensemble.n_models)] if engine == "loop" else [slice(None)]
-        history = np.zeros((epochs, ensemble.n_models), dtype=np.float32)
-        with torch.random.fork_rng(devices=[y.device] if y.device.type == "cuda" else []):
-            torch.manual_seed(derive_seed(seed, "dropout"))
-            for part in parts:
-                sub = Ensemble(ensemble.template, {k: v[part].detach().clone().requires_grad_(True)
-                                                   for k, v in ensemble.params.items()},
-                               {k: v[part] for k, v in ensemble.buffers.items()})
-                history[:, part] = self._train_models(sub, X, y, keep[part], plan, rng, generator, epochs=epochs,
-                                                      batch_size=batch_size, lr=lr, optimizer=optimizer,
-                                                      momentum=momentum)
-                with torch.no_grad():
-                    for k, v in ensemble.params.items():
-                        v[part] = sub.params[k]
-        return TrainingLog(history, plan.info())
+    def hooks(self) -> TrainingHooks:
+        return DPSGDHooks(self)
 
-    def _train_models(
-        self, ensemble: Ensemble, X: Inputs, y: torch.Tensor, keep: np.ndarray, plan: PrivacyPlan,
-        rng: np.random.Generator, generator: torch.Generator, *, epochs: int, batch_size: int, lr: float,
-        optimizer: str, momentum: float,
-    ) -> np.ndarray:
-        """Run the plan's steps on ``ensemble`` (in place); mean loss per epoch and model ``[epochs, M]``."""
-        device, p = y.device, self.params
-        opt = make_optimizer(list(ensemble.params.values()), optimizer, lr, momentum)
-        dtype = next(iter(ensemble.params.values())).dtype
-        sizes = torch.as_tensor(keep.sum(axis=1), dtype=dtype, device=device)
-        expected = plan.sample_rate * sizes if p["poisson"] else torch.full_like(sizes, batch_size)
-        method = "book_keeping" if is_linear_chain(ensemble.template, record_shape(X, 1)) else "vmap"
-        history = np.zeros((epochs, ensemble.n_models), dtype=np.float32)
-        for epoch in range(epochs):
-            total = torch.zeros(ensemble.n_models, device=device)
-            for index, weight in epoch_batches(keep, plan, batch_size, p["poisson"], rng):
-                idx = torch.from_numpy(index).to(device)
-                w = torch.from_numpy(weight).to(device=device, dtype=dtype)
-                grads, losses = private_gradients(
-                    ensemble, take(X, idx), y[idx], w, self.loss, max_grad_norm=p["max_grad_norm"],
-                    noise_multiplier=plan.noise_multiplier, expected_batch_size=expected, generator=generator,
-                    method=method,
-                )
-                for k, param in ensemble.params.items():
-                    param.grad = grads[k]
-                opt.step()
-                total += (losses * w).sum(1) / w.sum(1).clamp(min=1)
-            history[epoch] = (total / plan.steps_per_epoch).cpu().numpy()
-        return history
+
+class DPSGDHooks(TrainingHooks):
+    """The training loop's hooks for :class:`DPSGD`: the plan's batches (Poisson-sampled, or the harness's
+    shuffled ones with unit weights) and the private gradient of every step in place of the backward pass.
+
+    With an engine that does not stack the models (``loop``), each model's clipped sum is computed on its own;
+    the batches and the noise are the stacked engine's, so both engines run the same algorithm on the same draws.
+    """
+
+    def __init__(self, defense: DPSGD) -> None:
+        super().__init__(defense.loss)
+        self.params = defense.params
+        self.defense = defense
+
+    def start(self, run: TrainingRun) -> None:
+        p, settings = self.params, run.settings
+        self.plan = self.defense.plan(run.keep, settings.batch_size, settings.epochs)
+        self.rng = np.random.default_rng(derive_seed(run.seed, "dp_batches"))
+        self.generator = torch.Generator(device=run.device).manual_seed(derive_seed(run.seed, "dp_noise"))
+        self.dtype = next(iter(run.ensemble.params.values())).dtype
+        sizes = torch.as_tensor(run.keep.sum(axis=1), dtype=self.dtype, device=run.device)
+        self.expected = self.plan.sample_rate * sizes if p["poisson"] else torch.full_like(sizes, settings.batch_size)
+        self.method = "book_keeping" if is_linear_chain(run.ensemble.template, record_shape(run.X, 1)) else "vmap"
+
+    def batches(self, run: TrainingRun) -> Iterator[Batch]:
+        for index, weight in epoch_batches(run.keep, self.plan, run.settings.batch_size, self.params["poisson"],
+                                           self.rng):
+            yield Batch(torch.from_numpy(index).to(run.device),
+                        torch.from_numpy(weight).to(device=run.device, dtype=self.dtype))
+
+    def gradients(self, run: TrainingRun, batch: Batch) -> tuple[Grads, torch.Tensor]:
+        grads, losses = private_gradients(
+            run.ensemble, take(run.X, batch.index), run.y[batch.index], batch.weight, self.loss,
+            max_grad_norm=self.params["max_grad_norm"], noise_multiplier=self.plan.noise_multiplier,
+            expected_batch_size=self.expected, generator=self.generator, method=self.method,
+            per_model=not run.engine.stacked,
+        )
+        w = batch.weight
+        return grads, (losses * w).sum(1) / w.sum(1).clamp(min=1)
+
+    def finish(self, run: TrainingRun) -> dict[str, float]:
+        return self.plan.info()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -56,6 +56,11 @@ class Ensemble:
         if set(params) != set(names):
             raise ValueError(f"saved parameters {sorted(params)} do not match the architecture's {sorted(names)}")
         return cls(template, params, buffers)
+
+    def select(self, m: int) -> Ensemble:
+        """Model ``m`` alone, as an ensemble of one whose tensors are views of this one's."""
+        return Ensemble(self.template, {k: v[m : m + 1] for k, v in self.params.items()},
+                        {k: v[m : m + 1] for k, v in self.buffers.items()})
 
     @property
     def n_models(self) -> int:
@@ -111,128 +116,3 @@ def minibatch_indices(keep: np.ndarray, batch_size: int, rng: np.random.Generato
     steps = math.ceil(max(len(m) for m in members) / batch_size)
     batches = np.stack([np.resize(rng.permutation(m), steps * batch_size) for m in members])
     return batches.reshape(len(members), steps, batch_size).transpose(1, 0, 2)
-
-
-@dataclass(frozen=True)
-class TrainingLog:
-    """What a training run reports: the mean loss per epoch and model ``[epochs, M]``, scalar facts (for example
-    the ε a private training reached), which become columns of the results store, and, when the procedure held
-    some of a model's members out of its training (a validation or reference set), the records each model
-    really trained on ``trained_on[M, N]``: the audit then counts the held-out records as non-members. A procedure
-    whose intermediate models an insider sees (federated rounds) keeps them as ``snapshots`` (name → tensor)."""
-
-    history: np.ndarray
-    info: dict[str, float] = field(default_factory=dict)
-    trained_on: np.ndarray | None = None
-    snapshots: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def make_optimizer(
-    params: list[torch.Tensor], optimizer: str, lr: float, momentum: float, weight_decay: float = 0.0
-) -> torch.optim.Optimizer:
-    """The training settings' optimizer over stacked parameters (elementwise: M independent optimizers)."""
-    if optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
-def _epochs_of_minibatches(keep: np.ndarray, batch_size: int, epochs: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(derive_seed(seed, "minibatches"))
-    return [minibatch_indices(keep, batch_size, rng) for _ in range(epochs)]
-
-
-def train_ensemble(
-    ensemble: Ensemble,
-    X: Inputs,
-    y: torch.Tensor,
-    keep: np.ndarray,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    optimizer: str,
-    momentum: float,
-    seed: int,
-    weight_decay: float = 0.0,
-) -> TrainingLog:
-    """Train every model of ``ensemble`` on its own members of the pool ``(X, y)``, all in one computation.
-
-    Parameters
-    ----------
-    loss_fn
-        Maps outputs ``[M, B, C]`` and labels ``[M, B]`` to one mean loss per model ``[M]``. The step
-        minimises their sum: the models share no parameter, so each gets exactly its own gradient.
-    seed
-        Seeds the minibatch order (NumPy) and dropout (torch) of this training run.
-    weight_decay
-        L2 penalty of the optimizer (the ``l2`` defense).
-
-    Returns
-    -------
-    TrainingLog
-        Mean training loss per epoch and model, ``[epochs, M]``.
-    """
-    opt = make_optimizer(list(ensemble.params.values()), optimizer, lr, momentum, weight_decay)
-    history = np.zeros((epochs, ensemble.n_models), dtype=np.float32)
-    device = y.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(derive_seed(seed, "dropout"))
-        for epoch, batches in enumerate(_epochs_of_minibatches(keep, batch_size, epochs, seed)):
-            total = torch.zeros(ensemble.n_models, device=device)
-            for idx in torch.from_numpy(batches).to(device):
-                losses = loss_fn(ensemble.forward(take(X, idx)), y[idx])
-                opt.zero_grad(set_to_none=True)
-                losses.sum().backward()
-                opt.step()
-                total += losses.detach()
-            history[epoch] = (total / len(batches)).cpu().numpy()
-    return TrainingLog(history)
-
-
-def train_loop(
-    ensemble: Ensemble,
-    X: Inputs,
-    y: torch.Tensor,
-    keep: np.ndarray,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    optimizer: str,
-    momentum: float,
-    seed: int,
-    weight_decay: float = 0.0,
-) -> TrainingLog:
-    """The reference implementation of :func:`train_ensemble`: the same work, one model after the other.
-
-    Same initialisation, minibatches and optimizer; only dropout masks differ (they are drawn per model
-    instead of for the stack). Used to check the ensemble path and as the fallback for models that cannot
-    be stacked.
-    """
-    history = np.zeros((epochs, ensemble.n_models), dtype=np.float32)
-    device = y.device
-    all_batches = [torch.from_numpy(b).to(device) for b in _epochs_of_minibatches(keep, batch_size, epochs, seed)]
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(derive_seed(seed, "dropout"))
-        ensemble.template.train()
-        for m in range(ensemble.n_models):
-            params = {k: v[m].detach().clone().requires_grad_(True) for k, v in ensemble.params.items()}
-            buffers = {k: v[m] for k, v in ensemble.buffers.items()}
-            opt = make_optimizer(list(params.values()), optimizer, lr, momentum, weight_decay)
-            for epoch, batches in enumerate(all_batches):
-                total = 0.0
-                for idx in batches[:, m]:
-                    outputs = functional_call(ensemble.template, (params, buffers), (take(X, idx),))
-                    loss = loss_fn(outputs[None], y[idx][None])[0]
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += loss.item()
-                history[epoch, m] = total / len(batches)
-            with torch.no_grad():
-                for k, v in params.items():
-                    ensemble.params[k][m] = v
-    return TrainingLog(history)
-

@@ -11,7 +11,8 @@ from privkernel.registry import ARCHITECTURES
 from defenses.base import Defense
 from targets import featurizers as fz
 from targets.architectures import cnn, logreg, mlp, mpnn
-from targets.ensemble import Ensemble, train_ensemble
+from targets.ensemble import Ensemble
+from tests.training import train
 from targets.membership import membership_matrix
 
 SMILES = ["CCO", "c1ccccc1", "CC(=O)Nc1ccc(O)cc1", "C#N", "CN1CCC[C@H]1c1cccnc1", "O=C(O)c1ccccc1OC(C)=O",
@@ -62,7 +63,7 @@ def test_architecture_trains_and_predicts_as_a_vmapped_ensemble(name, kind):
     ensemble = Ensemble.initialise(factory, n_models, seed=0)
     before = {k: v.clone() for k, v in ensemble.params.items()}
     keep = membership_matrix(n_models, n, seed=1)
-    history = train_ensemble(ensemble, X, y, keep, Defense().loss, epochs=2, batch_size=8, lr=0.01,
+    history = train(ensemble, X, y, keep, Defense().loss, epochs=2, batch_size=8, lr=0.01,
                              optimizer="adam", momentum=0.0, seed=2).history
     assert history.shape == (2, n_models) and np.isfinite(history).all()
     assert all(not torch.equal(before[k], v) for k, v in ensemble.params.items())  # every parameter trained

@@ -12,12 +12,14 @@ import torch.nn.functional as F
 from attacks.base import AttackData
 from attacks.leaked import leaked_attack
 from attacks.nn import nn_attack
+from attacks.requirements import LeakedMembership, Release, WhiteBoxFeatures, requirements_of
 from attacks.white_box import white_box_attack, white_box_rows
 from privkernel.errors import BenchError
 from bench.metrics import auc
 from privkernel.registry import ATTACKS
 from targets.architectures import mlp
-from targets.ensemble import Ensemble, train_ensemble
+from targets.ensemble import Ensemble
+from tests.training import train
 from targets.membership import membership_matrix
 from targets.white_box import white_box_features
 from tests.attack_data import release_from_phi
@@ -158,7 +160,7 @@ def test_white_box_refuses_missing_or_broken_features():
 
 def test_white_box_is_registered_as_a_white_box_attack():
     component = ATTACKS.get("white_box")
-    assert component.tag("needs") == "parameters" and component.tag("access") == "white-box"
+    assert requirements_of(component) == (WhiteBoxFeatures(),) and component.tag("access") == "white-box"
     assert set(component.tag("tasks")) == {"classification", "regression"}
     assert component.validate({}) == {"hidden": 64, "max_iter": 200, "max_train": 20000, "seed": 0,
                                       "calibrate": False}
@@ -230,9 +232,11 @@ def test_leaked_refuses_what_it_cannot_learn_from():
 def test_leaked_tags_follow_its_features():
     component = ATTACKS.get("leaked")
     assert component.tag("knowledge") == "leaked"
-    assert component.tag("needs") == "probabilities" and component.tag("access") == "black-box"
-    params = component.validate({"features": "white_box"})
-    assert component.tag("needs", params) == "parameters" and component.tag("access", params) == "white-box"
+    assert requirements_of(component) == (LeakedMembership(0.5, 0), Release("probabilities"))
+    assert component.tag("access") == "black-box"
+    params = component.validate({"features": "white_box", "fraction": 0.25, "seed": 3})
+    assert requirements_of(component, params) == (LeakedMembership(0.25, 3), WhiteBoxFeatures())
+    assert component.tag("access", params) == "white-box"
     assert component.validate({})["fraction"] == 0.5
     for bad in (0.0, 1.0):
         with pytest.raises(BenchError, match="out of range"):
@@ -266,7 +270,7 @@ def test_white_box_attack_on_an_overfit_mlp_ensemble(one_thread):
     def loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape).mean(1)
 
-    log = train_ensemble(ensemble, X, y, keep, loss, epochs=60, batch_size=50, lr=0.02, optimizer="adam",
+    log = train(ensemble, X, y, keep, loss, epochs=60, batch_size=50, lr=0.02, optimizer="adam",
                          momentum=0.0, seed=0)
     assert log.history[-1].max() < 0.05  # the members' random labels are memorised
     features, names = white_box_features(ensemble, X, y)

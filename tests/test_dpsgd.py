@@ -264,7 +264,7 @@ def test_target_epsilon_is_reached_from_below(accountant, target):
     assert again.get_epsilon(delta=1e-5) == pytest.approx(info["epsilon"], rel=1e-9)
 
 
-def test_training_is_seeded_and_the_loop_engine_runs_the_same_plan():
+def test_training_is_seeded_and_the_loop_engine_runs_the_same_algorithm():
     g = torch.Generator().manual_seed(1)
     X, y = torch.randn(90, 6, generator=g), torch.randint(0, 3, (90,), generator=g)
     keep = membership_matrix(3, 90, seed=1)
@@ -279,9 +279,11 @@ def test_training_is_seeded_and_the_loop_engine_runs_the_same_plan():
     (a, log_a), (b, _), (c, _) = trained(0), trained(0), trained(1)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.allclose(a, c)
+    # the loop engine clips model after model, on the same Poisson batches, noise and dropout masks
     looped, log_loop = trained(0, engine="loop")
-    assert log_loop.info == log_a.info and log_loop.history.shape == log_a.history.shape == (3, 3)
-    assert np.isfinite(log_loop.history).all() and not torch.allclose(looped, a)
+    assert log_loop.info == log_a.info
+    np.testing.assert_allclose(log_loop.history, log_a.history, rtol=1e-4)
+    torch.testing.assert_close(looped, a, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("params, message", [

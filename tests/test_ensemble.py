@@ -5,7 +5,8 @@ from torch.nn import functional as F
 from privkernel.hashing import derive_seed
 from defenses.base import Defense
 from targets.architectures import mlp
-from targets.ensemble import Ensemble, minibatch_indices, train_ensemble, train_loop
+from targets.ensemble import Ensemble, minibatch_indices
+from tests.training import train
 from targets.membership import membership_matrix
 
 
@@ -35,7 +36,7 @@ def test_stacked_training_equals_training_each_model_alone():
     keep = membership_matrix(3, len(X), seed=2)
     kw = dict(epochs=4, batch_size=16, lr=0.01, optimizer="adam", momentum=0.0)
     ensemble = Ensemble.initialise(factory, 3, seed=7)
-    history = train_ensemble(ensemble, X, y, keep, Defense().loss, seed=11, **kw).history
+    history = train(ensemble, X, y, keep, Defense().loss, seed=11, **kw).history
 
     rng = np.random.default_rng(derive_seed(11, "minibatches"))
     epochs = [minibatch_indices(keep, 16, rng) for _ in range(4)]
@@ -60,7 +61,7 @@ def test_models_differ_and_training_is_seeded():
 
     def trained(init_seed, train_seed):
         ens = Ensemble.initialise(lambda: mlp((5,), 3, 1, 8, "relu", 0.5), 2, seed=init_seed)
-        train_ensemble(ens, X, y, keep, Defense().loss, seed=train_seed, **kw)
+        train(ens, X, y, keep, Defense().loss, seed=train_seed, **kw)
         return ens.predict(X)
 
     a, b = trained(1, 2), trained(1, 2)
@@ -95,7 +96,7 @@ def test_dict_inputs_train_and_predict():
     y = (X["left"][:, 0] > 0).long()
     keep = membership_matrix(2, 40, seed=0)
     ens = Ensemble.initialise(DictInputs, 2, seed=0)
-    history = train_ensemble(ens, X, y, keep, Defense().loss, epochs=20, batch_size=8, lr=0.05,
+    history = train(ens, X, y, keep, Defense().loss, epochs=20, batch_size=8, lr=0.05,
                              optimizer="adam", momentum=0.0, seed=0).history
     assert history[-1].max() < history[0].min()
     out = ens.predict(X, batch_size=16)
@@ -112,25 +113,25 @@ def test_loop_engine_matches_ensemble_without_dropout():
     keep = membership_matrix(4, len(X), seed=3)
     kw = dict(epochs=5, batch_size=16, lr=0.01, optimizer="adam", momentum=0.0, seed=5)
     stacked, looped = Ensemble.initialise(factory, 4, seed=1), Ensemble.initialise(factory, 4, seed=1)
-    h_stacked = train_ensemble(stacked, X, y, keep, Defense().loss, **kw).history
-    h_looped = train_loop(looped, X, y, keep, Defense().loss, **kw).history
+    h_stacked = train(stacked, X, y, keep, Defense().loss, **kw).history
+    h_looped = train(looped, X, y, keep, Defense().loss, engine="loop", **kw).history
     np.testing.assert_allclose(h_stacked, h_looped, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(stacked.predict(X), looped.predict(X), rtol=1e-4, atol=1e-5)
 
 
-def test_loop_engine_matches_ensemble_statistically_with_dropout():
-    """Dropout masks differ between engines, so compare the distribution of final losses over 16 models."""
+def test_loop_engine_matches_ensemble_with_dropout():
+    """The loop engine steps the models together, so its dropout masks come from the same stream, model after
+    model, as the stacked engine's vmap draws them: the two agree to float rounding even with dropout, while
+    another training seed (other masks) does not."""
     X, y = data(120, seed=4)
     keep = membership_matrix(16, len(X), seed=3)
-    kw = dict(epochs=15, batch_size=16, lr=0.01, optimizer="adam", momentum=0.0, seed=5)
+    kw = dict(epochs=15, batch_size=16, lr=0.01, optimizer="adam", momentum=0.0)
 
     def build():
         return mlp((5,), 3, depth=1, width=32, activation="relu", dropout=0.5)
 
-    h_stacked = train_ensemble(Ensemble.initialise(build, 16, seed=1), X, y, keep, Defense().loss, **kw).history
-    h_looped = train_loop(Ensemble.initialise(build, 16, seed=1), X, y, keep, Defense().loss, **kw).history
-    assert not np.allclose(h_stacked, h_looped)  # the masks really differ
-    diff = h_stacked[-1] - h_looped[-1]
-    # paired difference of final losses: mean within 3 standard errors of zero
-    assert abs(diff.mean()) < 3 * diff.std(ddof=1) / np.sqrt(len(diff)) + 1e-3
-    assert abs(h_stacked[-1].mean() - h_looped[-1].mean()) < 0.1
+    h_stacked = train(Ensemble.initialise(build, 16, seed=1), X, y, keep, seed=5, **kw).history
+    h_looped = train(Ensemble.initialise(build, 16, seed=1), X, y, keep, engine="loop", seed=5, **kw).history
+    h_other = train(Ensemble.initialise(build, 16, seed=1), X, y, keep, seed=6, **kw).history
+    np.testing.assert_allclose(h_stacked, h_looped, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(h_stacked, h_other, rtol=1e-3)

@@ -18,8 +18,9 @@ from bench.settings import label_settings
 from bench.store import read_store
 from defenses.base import Defense
 from targets.architectures import mlp
-from targets.ensemble import Ensemble, train_ensemble
-from targets.federated import site_membership, site_proportions, train_federated
+from targets.ensemble import Ensemble
+from tests.training import train
+from targets.federated import site_membership, site_proportions
 from targets.membership import membership_matrix
 from tests.conftest import TINY_GRID, write_grid
 
@@ -66,8 +67,8 @@ def test_fedavg_with_one_site_and_one_round_is_centralized_training(toy, aggrega
     X, y, keep = toy
     central, federated = ensemble(), ensemble()
     loss = Defense().loss
-    log_c = train_ensemble(central, X, y, keep, loss, seed=11, **TRAINING)
-    log_f = train_federated(federated, X, y, keep, loss, seed=11, sites=1, rounds=1, aggregation=aggregation,
+    log_c = train(central, X, y, keep, loss, seed=11, **TRAINING)
+    log_f = train(federated, X, y, keep, loss, engine="federated", seed=11, sites=1, rounds=1, aggregation=aggregation,
                             site_sizes="iid", **TRAINING)
     for name, value in central.params.items():
         torch.testing.assert_close(federated.params[name], value, rtol=0, atol=0)
@@ -78,7 +79,7 @@ def test_fedavg_with_one_site_and_one_round_is_centralized_training(toy, aggrega
 def test_the_global_model_is_the_fedavg_of_the_site_models(toy, aggregation):
     X, y, keep = toy
     models = ensemble()
-    log = train_federated(models, X, y, keep, Defense().loss, seed=2, sites=3, rounds=2, aggregation=aggregation,
+    log = train(models, X, y, keep, Defense().loss, engine="federated", seed=2, sites=3, rounds=2, aggregation=aggregation,
                           site_sizes="skewed", **TRAINING)
     counts = site_membership(keep, 3, "skewed", seed=2).sum(-1).astype(np.float64)
     weights = counts / counts.sum(1, keepdims=True) if aggregation == "weighted" else np.full((4, 3), 1 / 3)
@@ -96,7 +97,7 @@ def test_weighting_matters_when_sites_differ_in_size(toy):
     results = {}
     for aggregation in ("weighted", "unweighted"):
         models = ensemble()
-        train_federated(models, X, y, keep, Defense().loss, seed=2, sites=3, rounds=1, aggregation=aggregation,
+        train(models, X, y, keep, Defense().loss, engine="federated", seed=2, sites=3, rounds=1, aggregation=aggregation,
                         site_sizes="skewed", **TRAINING)
         results[aggregation] = models.params["1.weight"].detach()
     assert not torch.allclose(results["weighted"], results["unweighted"])
@@ -105,7 +106,7 @@ def test_weighting_matters_when_sites_differ_in_size(toy):
 def test_federated_training_learns(toy):
     X, y, keep = toy
     models = ensemble()
-    log = train_federated(models, X, y, keep, Defense().loss, seed=0, sites=4, rounds=15, aggregation="weighted",
+    log = train(models, X, y, keep, Defense().loss, engine="federated", seed=0, sites=4, rounds=15, aggregation="weighted",
                           site_sizes="iid", **{**TRAINING, "lr": 0.05})
     assert (log.history[-1] < 0.5 * log.history[0]).all()
     accuracy = (models.predict(X).argmax(-1) == y).float().mean(1)
@@ -171,12 +172,17 @@ def test_federated_cell_end_to_end(tmp_path):
 
 def test_federated_settings_are_checked_at_load(tmp_path):
     stray = write_grid(tmp_path, {**TINY_GRID, "training": {"sites": 4}}, "stray.yaml")
-    with pytest.raises(BenchError, match="sites apply to the federated engine only, but no training of the grid is"):
+    with pytest.raises(BenchError, match="sites apply to the federated engine only, but no training of the grid uses it"):
         load_grid(str(stray))
     dp = write_grid(tmp_path, {**FEDERATED_GRID, "defenses": [{"name": "dpsgd", "params": {"epsilon": 8.0}}]},
                     "dp.yaml")
-    with pytest.raises(BenchError, match="defense 'dpsgd' replaces the training procedure"):
+    with pytest.raises(BenchError, match="defense 'dpsgd' cannot train with the federated engine: it fills the "
+                                         "training hook.s. start, batches, gradients, finish, which the federated"):
         load_grid(str(dp))
+    for defense in ("early_stopping", "advreg"):
+        refused = write_grid(tmp_path, {**FEDERATED_GRID, "defenses": [defense]}, f"{defense}.yaml")
+        with pytest.raises(BenchError, match=f"defense '{defense}' cannot train with the federated engine"):
+            load_grid(str(refused))
     central = write_grid(tmp_path, {**TINY_GRID, "attacks": ["loss", "rounds"]}, "central.yaml")
     with pytest.raises(BenchError, match="no cell of the grid is federated"):
         load_grid(str(central))

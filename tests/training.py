@@ -1,0 +1,23 @@
+"""The tests' shorthand for one run of the training loop with the plain hooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from privkernel.registry import ENGINES
+from targets.ensemble import Ensemble, Inputs
+from targets.training import LossFn, TrainingHooks, TrainingLog, TrainingSettings, default_loss
+
+
+def train(
+    ensemble: Ensemble, X: Inputs, y: torch.Tensor, keep: np.ndarray, loss: LossFn = default_loss, *,
+    engine: str = "ensemble", seed: int, epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
+    weight_decay: float = 0.0, **engine_params: Any,
+) -> TrainingLog:
+    """Train ``ensemble`` in place with loss ``loss`` by the registered engine ``engine``."""
+    settings = TrainingSettings(epochs, batch_size, lr, optimizer, momentum, weight_decay)
+    trainer = ENGINES.get(engine).obj(**engine_params)
+    return trainer.train(ensemble, X, y, keep, settings, seed=seed, hooks=TrainingHooks(loss))
