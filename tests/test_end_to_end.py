@@ -19,6 +19,7 @@ from bench.metrics import auc
 from privkernel.registry import ATTACKS, DATASETS
 from bench.store import read_samples, read_store, store_path
 from targets.datasets import Dataset
+from tests.attack_data import pairwise_auc
 from tests.conftest import TINY_GRID, write_grid
 
 
@@ -35,7 +36,7 @@ def test_grid_writes_one_row_per_cell_attack_target_and_rerun_is_cached(tiny_gri
                    "training.epochs", "n_models", "train_accuracy", "test_accuracy", "auc", "balanced_accuracy",
                    "tpr_at_fpr_0", "tpr_at_fpr_0.1pct", "tpr_at_fpr_1pct"]:
         assert column in first.columns
-    assert first["auc"].between(0, 1).all() and first["test_accuracy"].gt(0.8).all()
+    assert first["test_accuracy"].gt(0.8).all()
     assert first["test_roc_auc"].gt(0.9).all()  # the models rank malignant tumours well
     assert "0 entirely from the cache" in capsys.readouterr().err
 
@@ -45,7 +46,10 @@ def test_grid_writes_one_row_per_cell_attack_target_and_rerun_is_cached(tiny_gri
     for (cell_key, attack_key, target), group in samples.groupby(["cell_key", "attack_key", "target"]):
         row = first[(first.cell_key == cell_key) & (first.attack_key == attack_key) & (first.target == target)]
         assert group["member"].sum() == row["n_members"].item()
-        assert auc(group["score"].to_numpy(), group["member"].to_numpy()) == pytest.approx(row["auc"].item())
+        # the stored AUC is the one its samples give, by the definition (a slow reference) and by bench.metrics
+        scores, members = group["score"].to_numpy(), group["member"].to_numpy()
+        assert pairwise_auc(scores, members) == pytest.approx(row["auc"].item(), abs=1e-12)
+        assert auc(scores, members) == pytest.approx(row["auc"].item(), abs=1e-12)
         assert group["record"].is_unique
 
     assert run_grid(tiny_grid, workdirs) == 0
