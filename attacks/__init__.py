@@ -1,3 +1,11 @@
-"""Attacks: pure functions of released outputs → one membership score per pool point (higher = member)."""
+"""Attacks: pure functions of released outputs → one membership score per pool point (higher = member).
 
-from attacks import label_only, leaked, lira, loss, metric, nn, risk, rmia, rounds, white_box  # noqa: F401  (registers)
+Importing the package imports every module in it (which registers its components), so a new component is one new
+file.
+"""
+
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
