@@ -126,6 +126,9 @@ def test_every_architecture_builds_for_what_it_accepts(name, kind):
 
 # --- defenses --------------------------------------------------------------------------------------------------
 
+#: Releases whose documentation promises that the released argmax is the model's predicted label.
+LABEL_KEEPING = {"memguard", "topk", "rounding", "label_only"}
+
 
 @pytest.mark.parametrize("name", DEFENSES.names())
 def test_every_defense_builds_from_its_defaults_and_keeps_the_predicted_label(name):
@@ -138,9 +141,9 @@ def test_every_defense_builds_from_its_defaults_and_keeps_the_predicted_label(na
     rng = np.random.default_rng(0)
     log_probs = torch.log_softmax(torch.from_numpy(rng.normal(0, 2, (3, 40, 5))), -1).numpy().astype(np.float32)
     released = defense.release(log_probs, np.random.default_rng(1))
-    assert released.shape == log_probs.shape and released.dtype == log_probs.dtype
-    # every registered release keeps the label the model predicts (MemGuard, top-k, rounding, label-only all say so)
-    np.testing.assert_array_equal(released.argmax(-1), log_probs.argmax(-1))
+    assert released.shape == log_probs.shape and released.dtype == log_probs.dtype and not np.isnan(released).any()
+    if name in LABEL_KEEPING:
+        np.testing.assert_array_equal(released.argmax(-1), log_probs.argmax(-1))
     if not defense.release_only and defense.releases == "probabilities":
         np.testing.assert_array_equal(released, log_probs)  # a training defense releases what the model outputs
 
