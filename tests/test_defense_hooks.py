@@ -12,6 +12,7 @@ from bench.pipeline import CellRun
 from privkernel.registry import DEFENSES
 from bench.store import read_store
 from defenses.base import Defense
+from targets.training import TrainingHooks
 from tests.conftest import TINY_GRID, write_grid
 
 
@@ -32,10 +33,18 @@ class Reported(Defense):
     def optimizer_overrides(self):
         return {"weight_decay": 0.5}
 
-    def train(self, ensemble, X, y, keep, **kw):
-        held_out = keep & (np.cumsum(keep, axis=1) <= 10)  # each model's first 10 members: a validation set
-        log = super().train(ensemble, X, y, keep & ~held_out, **kw)
-        return type(log)(log.history, {"epsilon": 1.5}, trained_on=keep & ~held_out)
+    def hooks(self):
+        return HoldOutAndReport(self.loss)
+
+
+class HoldOutAndReport(TrainingHooks):
+    """Holds each model's first 10 members out (a validation set) and reports a fact."""
+
+    def members(self, keep, seed):
+        return keep & ~(keep & (np.cumsum(keep, axis=1) <= 10))
+
+    def finish(self, run):
+        return {"epsilon": 1.5}
 
 
 @pytest.fixture
