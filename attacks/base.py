@@ -5,14 +5,39 @@ The target's membership is not in here: an attack cannot peek at the answer it i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal
 
 import numpy as np
 
 
 @dataclass(frozen=True)
+class PerModel:
+    """Marks an :class:`AttackData` field as one part of an observation that every model of an audit has.
+
+    An audit holds the observation ``name`` of all ``M`` models as one array whose models' axis is ``axis``
+    (``[M, N, ...]``, or ``[T, M, N, ...]`` for rounds); the attacker's view of a target is the target's slice
+    (``part="target"``) and the references' (``part="references"``).
+    """
+
+    name: str
+    part: Literal["target", "references"]
+    axis: int = 0
+
+
+def per_model(name: str, part: Literal["target", "references"], axis: int = 0, default: Any = MISSING) -> Any:
+    """A dataclass field that holds the ``part`` of the per-model observation ``name`` (see :class:`PerModel`)."""
+    return field(default=default, metadata={"per_model": PerModel(name, part, axis)})
+
+
+@dataclass(frozen=True)
 class AttackData:
     """The attacker's view of one audit.
+
+    The fields made by :func:`per_model` are the target's and the references' parts of an observation that every
+    model has; an audit of all models (:class:`bench.audit.Audit`) holds them by observation name and slices them
+    with :meth:`of_models`, so a new observation is declared here only.
 
     Attributes
     ----------
@@ -47,25 +72,26 @@ class AttackData:
         the population ``[T, P, C]``, ``[T, R, P, C]``; ``None`` unless an attack asked for them.
     """
 
-    target: np.ndarray
+    target: np.ndarray = per_model("outputs", "target")
     labels: np.ndarray
-    references: np.ndarray
-    reference_keep: np.ndarray
-    population_target: np.ndarray | None = None
-    population_references: np.ndarray | None = None
+    references: np.ndarray = per_model("outputs", "references")
+    reference_keep: np.ndarray = field(metadata={"per_target": True})
+    population_target: np.ndarray | None = per_model("population_outputs", "target", default=None)
+    population_references: np.ndarray | None = per_model("population_outputs", "references", default=None)
     population_labels: np.ndarray | None = None
-    target_robustness: np.ndarray | None = None
-    reference_robustness: np.ndarray | None = None
+    target_robustness: np.ndarray | None = per_model("robustness", "target", default=None)
+    reference_robustness: np.ndarray | None = per_model("robustness", "references", default=None)
     task: str = "classification"
-    target_white_box: np.ndarray | None = None
-    reference_white_box: np.ndarray | None = None
+    target_white_box: np.ndarray | None = per_model("white_box", "target", default=None)
+    reference_white_box: np.ndarray | None = per_model("white_box", "references", default=None)
     white_box_names: tuple[str, ...] = ()
-    leaked_index: np.ndarray | None = None
-    leaked_membership: np.ndarray | None = None
-    target_rounds: np.ndarray | None = None
-    reference_rounds: np.ndarray | None = None
-    population_target_rounds: np.ndarray | None = None
-    population_reference_rounds: np.ndarray | None = None
+    leaked_index: np.ndarray | None = field(default=None, metadata={"per_target": True})
+    leaked_membership: np.ndarray | None = field(default=None, metadata={"per_target": True})
+    target_rounds: np.ndarray | None = per_model("rounds", "target", axis=1, default=None)
+    reference_rounds: np.ndarray | None = per_model("rounds", "references", axis=1, default=None)
+    population_target_rounds: np.ndarray | None = per_model("population_rounds", "target", axis=1, default=None)
+    population_reference_rounds: np.ndarray | None = per_model("population_rounds", "references", axis=1,
+                                                                default=None)
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -88,11 +114,69 @@ class AttackData:
     def n_references(self) -> int:
         return len(self.references)
 
+    @classmethod
+    def of_models(
+        cls,
+        observed: Mapping[str, np.ndarray | None],
+        shared: Mapping[str, Any],
+        keep: np.ndarray,
+        target: int,
+        references: Sequence[int],
+        leaked: np.ndarray | None = None,
+    ) -> AttackData:
+        """The view of ``target`` from observations of every model: the per-model arrays ``observed`` (by
+        observation name, see :func:`observations`) are sliced along their models' axis into the target's part and
+        the references' part; ``shared`` (the fields of :func:`shared_fields`) passes as it is. With ``leaked``
+        (record indices), the attacker also knows the target's membership ``keep[target, leaked]``.
+
+        Raises
+        ------
+        TypeError
+            For an observation or a shared field that :class:`AttackData` does not have.
+        """
+        known = observations()
+        unknown = sorted(set(observed) - set(known)) + sorted(set(shared) - set(shared_fields()))
+        if unknown:
+            raise TypeError(
+                f"AttackData has no observation or field {', '.join(map(repr, unknown))}; its per-model observations "
+                f"are {', '.join(known)} and its shared fields {', '.join(shared_fields())}"
+            )
+        refs = list(references)
+        parts: dict[str, Any] = {}
+        for name, array in observed.items():
+            if array is None:
+                continue
+            axis = known[name]["axis"]
+            index: list[Any] = [slice(None)] * axis
+            parts[known[name]["target"]] = array[(*index, target)]
+            parts[known[name]["references"]] = array[(*index, refs)]
+        return cls(
+            **parts, **shared, reference_keep=keep[refs], leaked_index=leaked,
+            leaked_membership=None if leaked is None else keep[target, leaked],
+        )
+
     def residuals(self) -> tuple[np.ndarray, np.ndarray]:
         """Regression only: prediction − label of the target ``[N]`` and of the references ``[R, N]``."""
         labels = np.asarray(self.labels, dtype=np.float64)
         return (np.asarray(self.target, dtype=np.float64)[..., 0] - labels,
                 np.asarray(self.references, dtype=np.float64)[..., 0] - labels)
+
+
+def observations() -> dict[str, dict[str, Any]]:
+    """Every per-model observation of :class:`AttackData` by name: its ``target`` and ``references`` fields and
+    its models' ``axis`` in an audit of all models. A new observation is a new pair of :func:`per_model` fields."""
+    out: dict[str, dict[str, Any]] = {}
+    for f in fields(AttackData):
+        marker = f.metadata.get("per_model")
+        if marker is not None:
+            out.setdefault(marker.name, {"axis": marker.axis})[marker.part] = f.name
+    return out
+
+
+def shared_fields() -> tuple[str, ...]:
+    """The fields of :class:`AttackData` that every model's view shares (labels, the task, feature names)."""
+    return tuple(f.name for f in fields(AttackData)
+                 if "per_model" not in f.metadata and "per_target" not in f.metadata)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from attacks.base import AttackData, AttackOutput
+from attacks.requirements import PerturbedLabelQueries, Release
 from privkernel.registry import ATTACKS, Param
 
 
@@ -17,17 +18,17 @@ from privkernel.registry import ATTACKS, Param
               low_inclusive=False, high=100.0),
         Param("queries", int, 16, "noisy queries per point", low=1, high=1024),
     ],
-    needs="labels",
-    queries="perturbed_labels",
+    requires=lambda p: (Release("labels"), PerturbedLabelQueries(noise=p["noise"], queries=p["queries"])),
     tasks=("classification",),
     perturbs=("vector", "image", "volume"),
 )
-def label_only(data: AttackData, noise: float, queries: int) -> AttackOutput:
+def label_only(data: AttackData) -> AttackOutput:
     """Score = r_t(x) − mean of r_ref(x) over the references that did not train on x.
 
-    ``r(x)`` is the fraction of ``queries`` noisy copies of ``x`` that a model labels correctly (the harness
-    makes the queries; ``noise`` and ``queries`` select them). Members sit further from the decision
-    boundary of the model that trained on them, so they survive more noise than under an OUT reference.
+    ``r(x)`` is the fraction of ``queries`` noisy copies of ``x`` that a model labels correctly: the harness
+    makes the queries that the parameters ``noise`` and ``queries`` select (:class:`PerturbedLabelQueries`).
+    Members sit further from the decision boundary of the model that trained on them, so they survive more noise
+    than under an OUT reference.
     Points without an OUT reference are compared with the mean over all references, and counted.
     """
     if data.target_robustness is None or data.reference_robustness is None:

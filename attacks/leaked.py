@@ -15,6 +15,7 @@ import numpy as np
 from attacks.base import AttackData
 from attacks.classifier import check_finite, member_probabilities
 from attacks.nn import attack_features
+from attacks.requirements import LeakedMembership, Release, WhiteBoxFeatures
 from attacks.white_box import require_white_box, white_box_rows
 from privkernel.registry import ATTACKS, Param
 
@@ -31,8 +32,8 @@ def leaked_rows(data: AttackData) -> tuple[np.ndarray, np.ndarray]:
     if data.leaked_index is None or data.leaked_membership is None:
         raise ValueError(
             "attack 'leaked' needs the target's membership of some records (AttackData.leaked_index and "
-            "leaked_membership); the harness draws them for attacks tagged knowledge='leaked' — run it through the "
-            "grid, or pass them when building AttackData"
+            "leaked_membership); the harness draws them for attacks that require LeakedMembership — run it through "
+            "the grid, or pass them when building AttackData"
         )
     index = np.asarray(data.leaked_index)
     membership = np.asarray(data.leaked_membership)
@@ -75,12 +76,14 @@ def leaked_rows(data: AttackData) -> tuple[np.ndarray, np.ndarray]:
     ],
     knowledge="leaked",
     tasks=("classification", "regression"),
-    needs=lambda p: "parameters" if p["features"] == "white_box" else "probabilities",
+    requires=lambda p: (
+        LeakedMembership(fraction=p["fraction"], seed=p["seed"]),
+        WhiteBoxFeatures() if p["features"] == "white_box" else Release("probabilities"),
+    ),
     access=lambda p: "white-box" if p["features"] == "white_box" else "black-box",
 )
 def leaked_attack(
     data: AttackData,
-    fraction: float = 0.5,
     features: str = "outputs",
     top_k: int = 3,
     hidden: int = 64,
@@ -94,8 +97,8 @@ def leaked_attack(
     :func:`attacks.white_box.white_box_rows` of its white-box features — and the classifier
     (:func:`attacks.classifier.member_probabilities`: standardised features, one ReLU hidden layer, Adam, seeded)
     is fitted to the rows of ``leaked_index`` labelled ``leaked_membership``, then scores every point (the harness
-    evaluates only the points that did not leak). ``fraction`` is read by the harness to draw the leaked records;
-    it is not used here. No reference model is read.
+    evaluates only the points that did not leak). The parameter ``fraction`` selects the leak the harness draws
+    (:class:`LeakedMembership`); the attack does not read it. No reference model is read.
 
     Raises
     ------

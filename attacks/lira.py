@@ -11,6 +11,7 @@ from scipy.stats import norm
 
 from attacks.base import AttackData, AttackOutput
 from attacks.metric import true_class_log_probs
+from attacks.requirements import Release, always
 from privkernel.registry import ATTACKS, Param
 
 
@@ -94,7 +95,7 @@ def _std(var: np.ndarray | float, min_std: float) -> np.ndarray:
         Param("equalize_refs", bool, True,
               "use the same number of IN and of OUT references for every point (removes a count leak)"),
     ],
-    needs="probabilities",
+    requires=always(Release("probabilities")),
     tasks=("classification", "regression"),
 )
 def lira_attack(

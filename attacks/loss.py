@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from attacks.base import AttackData, true_class_loss
+from attacks.requirements import Release, always
 from privkernel.registry import ATTACKS
 
 
@@ -12,7 +13,7 @@ from privkernel.registry import ATTACKS
     "loss",
     description="Negative loss of the target on each point (Yeom et al. 2018): cross-entropy, or the squared "
     "residual for regression; needs no references.",
-    needs="probabilities",
+    requires=always(Release("probabilities")),
     tasks=("classification", "regression"),
 )
 def loss_attack(data: AttackData) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from attacks.base import AttackData, AttackOutput, true_class_loss
+from attacks.requirements import Release, always
 from attacks.roc import best_threshold
 from privkernel.registry import ATTACKS, Param
 
@@ -187,7 +188,7 @@ def _metric_attack(data: AttackData, name: str, value, thresholds: str) -> Attac
 @ATTACKS.register(
     "correctness",
     description="Member iff the target predicts the true class (Song & Mittal 2021; Yeom et al. 2018).",
-    needs="labels",
+    requires=always(Release("labels")),
     tasks=("classification",),
 )
 def correctness_attack(data: AttackData) -> np.ndarray:
@@ -205,7 +206,7 @@ def correctness_attack(data: AttackData) -> np.ndarray:
     description="Confidence p_y of the target in the true class, thresholded per class on the references "
     "(Song & Mittal 2021).",
     params=[THRESHOLDS_PARAM],
-    needs="probabilities",
+    requires=always(Release("probabilities")),
     tasks=("classification",),
 )
 def confidence_attack(data: AttackData, thresholds: str = "class") -> AttackOutput:
@@ -224,7 +225,7 @@ def confidence_attack(data: AttackData, thresholds: str = "class") -> AttackOutp
     description="Negative prediction entropy of the target, thresholded per class on the references "
     "(Song & Mittal 2021).",
     params=[THRESHOLDS_PARAM],
-    needs="probabilities",
+    requires=always(Release("probabilities")),
     tasks=("classification",),
 )
 def entropy_attack(data: AttackData, thresholds: str = "class") -> AttackOutput:
@@ -241,7 +242,7 @@ def entropy_attack(data: AttackData, thresholds: str = "class") -> AttackOutput:
     description="Negative modified entropy Mentr of the target, thresholded per class on the references "
     "(Song & Mittal 2021).",
     params=[THRESHOLDS_PARAM],
-    needs="probabilities",
+    requires=always(Release("probabilities")),
     tasks=("classification",),
 )
 def modified_entropy_attack(data: AttackData, thresholds: str = "class") -> AttackOutput:

@@ -13,6 +13,7 @@ import numpy as np
 from attacks.base import AttackData
 from attacks.classifier import member_probabilities
 from attacks.metric import clean_log_probs
+from attacks.requirements import Release, always
 from privkernel.registry import ATTACKS, Param
 
 
@@ -46,7 +47,7 @@ def attack_features(log_probs: np.ndarray, labels: np.ndarray, top_k: int, task:
         Param("max_train", int, 20000, "at most this many reference (model, point) rows to train on", low=2),
         Param("seed", int, 0, "seed of the row subsample and of the MLP's initialisation and shuffling", low=0),
     ],
-    needs="probabilities",
+    requires=always(Release("probabilities")),
     tasks=("classification", "regression"),
 )
 def nn_attack(

@@ -9,6 +9,7 @@ import numpy as np
 
 from attacks.base import AttackData, AttackOutput
 from attacks.metric import modified_entropy
+from attacks.requirements import Release, always
 from privkernel.registry import ATTACKS, Param
 
 
@@ -43,7 +44,7 @@ def histogram_posterior(
     params=[
         Param("bins", int, 30, "histogram bins per class (shared edges for IN and OUT)", low=2, high=10000),
     ],
-    needs="probabilities",
+    requires=always(Release("probabilities")),
     tasks=("classification",),
 )
 def privacy_risk_attack(data: AttackData, bins: int = 30) -> AttackOutput:

@@ -12,6 +12,7 @@ from scipy.special import logsumexp
 from attacks.base import AttackData, AttackOutput
 from attacks.lira import equal_count_masks
 from attacks.metric import true_class_log_probs
+from attacks.requirements import Population, Release, always
 from attacks.roc import auc
 from privkernel.registry import ATTACKS, Param
 
@@ -175,8 +176,7 @@ def tune_a(
         Param("equalize_refs", bool, True,
               "use the same number of IN and of OUT references for every point (removes a count leak)"),
     ],
-    needs="probabilities",
-    needs_population=True,
+    requires=always(Release("probabilities"), Population()),
     tasks=("classification", "regression"),
 )
 def rmia_attack(

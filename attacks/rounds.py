@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from attacks.base import AttackData, AttackOutput
+from attacks.requirements import Population, Release, RoundSnapshots
 from privkernel.registry import ATTACKS, Param
 
 BASES = ("loss", "lira", "rmia")
@@ -44,19 +45,19 @@ def combine_rounds(scores: np.ndarray, combine: str) -> np.ndarray:
         Param("site", int, 0, "the site whose local models the server watches (view: site)", low=0),
         Param("combine", str, "mean", "how per-round scores become one score", choices=COMBINE),
     ],
-    needs="probabilities",
     tasks=("classification", "regression"),
-    needs_rounds=True,
-    needs_population=lambda p: p["base"] == "rmia",
+    requires=lambda p: (
+        Release("probabilities"),
+        RoundSnapshots(p["view"], p["site"] if p["view"] == "site" else None),
+        *((Population(),) if p["base"] == "rmia" else ()),
+    ),
     access="insider",
 )
-def rounds_attack(
-    data: AttackData, base: str = "lira", view: str = "global", site: int = 0, combine: str = "mean"
-) -> AttackOutput:
+def rounds_attack(data: AttackData, base: str = "lira", combine: str = "mean") -> AttackOutput:
     """Score = the combination (:func:`combine_rounds`) of ``base``'s scores on each round's outputs.
 
-    ``view`` and ``site`` say which models' outputs the harness put in ``data.target_rounds`` and
-    ``data.reference_rounds``; here they only name the setting.
+    The parameters ``view`` and ``site`` select the models whose outputs the harness puts in
+    ``data.target_rounds`` and ``data.reference_rounds`` (:class:`RoundSnapshots`); the attack does not read them.
 
     Raises
     ------

@@ -13,6 +13,7 @@ import numpy as np
 
 from attacks.base import AttackData
 from attacks.classifier import check_finite, member_probabilities
+from attacks.requirements import WhiteBoxFeatures, always
 from privkernel.registry import ATTACKS, Param
 
 
@@ -105,8 +106,8 @@ def require_white_box(data: AttackData, attack: str, references: bool = True) ->
         raise ValueError(
             f"attack {attack!r} needs white-box features of the models (AttackData.target_white_box"
             + (" and reference_white_box" if references else "")
-            + "); the harness computes them (targets.white_box.white_box_features) for attacks tagged "
-            "needs='parameters' — run it through the grid, or pass the features when building AttackData"
+            + "); the harness computes them (targets.white_box.white_box_features) for attacks that "
+            "require WhiteBoxFeatures() — run it through the grid, or pass the features when building AttackData"
         )
     n_features = data.target_white_box.shape[-1]
     if data.target_white_box.shape != (len(data.labels), n_features) or (
@@ -132,7 +133,7 @@ def require_white_box(data: AttackData, attack: str, references: bool = True) ->
         Param("calibrate", bool, False, "standardise each record's features against the references that left it "
               "out (LiRA's per-record comparison) before the classifier"),
     ],
-    needs="parameters",
+    requires=always(WhiteBoxFeatures()),
     tasks=("classification", "regression"),
     access="white-box",
 )

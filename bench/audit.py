@@ -6,13 +6,17 @@ computed elsewhere), so both produce the same numbers from the same outputs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from attacks.base import AttackData, AttackOutput
+from attacks.base import AttackData, AttackOutput, observations, shared_fields
+from attacks.requirements import (
+    LeakedMembership, PerturbedLabelQueries, Population, Release, RoundSnapshots, WhiteBoxFeatures, call_params,
+    find, requirements_of,
+)
 from privkernel.errors import BenchError
 from bench.metrics import attack_metrics, best_threshold, epsilon_at_threshold, epsilon_threshold, roc_curve
 from privkernel.registry import ATTACKS, Component
@@ -23,45 +27,71 @@ from privkernel.hashing import derive_seed
 EPSILON_DELTA = 1e-5
 
 
-@dataclass(frozen=True)
 class Audit:
-    """Released outputs of ``M`` models on ``N`` audited records, with each model's membership.
+    """What ``M`` models show on ``N`` audited records, with each model's membership.
 
-    Attributes
+    Every per-model observation that :class:`attacks.base.AttackData` declares (:func:`attacks.base.observations`)
+    is held under its name with the models on its axis, and every shared field as it is: the attacker's view of one
+    target is sliced from them (:meth:`attack_data`), so a new observation is declared in ``AttackData`` only.
+
+    Parameters
     ----------
     outputs
-        Log-probabilities ``[M, N, C]``.
+        Released log-probabilities ``[M, N, C]`` (predictions ``[M, N, 1]`` for regression).
     keep
         ``keep[m, i]``: record ``i`` is in model ``m``'s training set ``[M, N]``.
     labels
         True labels ``[N]``.
     population_outputs, population_labels
         Outputs ``[M, P, C]`` on population records that no model trained on, with labels ``[P]``, or ``None``.
-    robustness
-        Fraction of noisy label-only queries around each record that each model labels correctly ``[M, N]``,
-        or ``None``.
-    white_box, white_box_names
-        Features computed from each model's parameters on each record ``[M, N, F]`` and their names, or ``None``.
-    rounds, population_rounds
-        A federated insider's view: outputs after each of ``T`` rounds on the audited records ``[T, M, N, C]``
-        and on the population ``[T, M, P, C]``, or ``None``.
+    **more
+        Further per-model observations by name (``robustness`` ``[M, N]``, ``white_box`` ``[M, N, F]``, ``rounds``
+        ``[T, M, N, C]``, ``population_rounds`` ``[T, M, P, C]``) and shared fields (``task``,
+        ``white_box_names``); None values are left out.
+
+    Raises
+    ------
+    TypeError
+        For a name that ``AttackData`` declares neither as an observation nor as a shared field.
     """
 
-    outputs: np.ndarray
-    keep: np.ndarray
-    labels: np.ndarray
-    population_outputs: np.ndarray | None = None
-    population_labels: np.ndarray | None = None
-    robustness: np.ndarray | None = None
-    task: str = "classification"
-    white_box: np.ndarray | None = None
-    white_box_names: tuple[str, ...] = ()
-    rounds: np.ndarray | None = None
-    population_rounds: np.ndarray | None = None
+    def __init__(
+        self,
+        outputs: np.ndarray,
+        keep: np.ndarray,
+        labels: np.ndarray,
+        population_outputs: np.ndarray | None = None,
+        population_labels: np.ndarray | None = None,
+        **more: Any,
+    ) -> None:
+        known, shared = observations(), shared_fields()
+        unknown = sorted(set(more) - set(known) - set(shared))
+        if unknown:
+            raise TypeError(
+                f"Audit: AttackData declares no observation or field {', '.join(map(repr, unknown))}; its "
+                f"observations are {', '.join(known)} and its shared fields {', '.join(shared)}"
+            )
+        given = {"outputs": outputs, "population_outputs": population_outputs, "labels": labels,
+                 "population_labels": population_labels, **more}
+        self.keep = keep
+        self.observed: dict[str, np.ndarray] = {k: v for k, v in given.items() if k in known and v is not None}
+        self.shared: dict[str, Any] = {k: v for k, v in given.items() if k in shared and v is not None}
 
     @property
     def n_models(self) -> int:
         return len(self.keep)
+
+    @property
+    def outputs(self) -> np.ndarray:
+        return self.observed["outputs"]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.shared["labels"]
+
+    @property
+    def population_outputs(self) -> np.ndarray | None:
+        return self.observed.get("population_outputs")
 
     def attack_data(
         self, target: int, excluded: Iterable[int] = (), leaked: np.ndarray | None = None
@@ -69,27 +99,7 @@ class Audit:
         """The attacker's view of ``target``: the other models (less ``excluded``) are its references; with
         ``leaked`` (record indices) the attacker also knows the target's membership of those records."""
         refs = [m for m in range(self.n_models) if m != target and m not in set(excluded)]
-        has_population, has_robustness = self.population_outputs is not None, self.robustness is not None
-        has_white_box, has_rounds = self.white_box is not None, self.rounds is not None
-        has_population_rounds = self.population_rounds is not None
-        return AttackData(
-            self.outputs[target], self.labels, self.outputs[refs], self.keep[refs],
-            population_target=self.population_outputs[target] if has_population else None,
-            population_references=self.population_outputs[refs] if has_population else None,
-            population_labels=self.population_labels,
-            target_robustness=self.robustness[target] if has_robustness else None,
-            reference_robustness=self.robustness[refs] if has_robustness else None,
-            task=self.task,
-            target_white_box=self.white_box[target] if has_white_box else None,
-            reference_white_box=self.white_box[refs] if has_white_box else None,
-            white_box_names=self.white_box_names,
-            leaked_index=leaked,
-            leaked_membership=None if leaked is None else self.keep[target, leaked],
-            target_rounds=self.rounds[:, target] if has_rounds else None,
-            reference_rounds=self.rounds[:, refs] if has_rounds else None,
-            population_target_rounds=self.population_rounds[:, target] if has_population_rounds else None,
-            population_reference_rounds=self.population_rounds[:, refs] if has_population_rounds else None,
-        )
+        return AttackData.of_models(self.observed, self.shared, self.keep, target, refs, leaked)
 
 
 def leaked_records(keep: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -104,32 +114,57 @@ def leaked_records(keep: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 def leak_of(attack: ComponentSpec, target: int) -> tuple[float, int] | None:
-    """``(fraction, seed)`` of the leak an attack assumes about ``target``, or None for reference-model attacks."""
-    if ATTACKS.get(attack.name).tag("knowledge", attack.kwargs) != "leaked":
-        return None
-    return attack.kwargs["fraction"], derive_seed(attack.kwargs["seed"], "leak", target)
+    """``(fraction, seed)`` of the leak an attack requires (:class:`LeakedMembership`) about ``target``, or None
+    for an attack that requires none."""
+    leak = find(requirements_of(ATTACKS.get(attack.name), attack.kwargs), LeakedMembership)
+    return None if leak is None else (leak.fraction, derive_seed(leak.seed, "leak", target))
+
+
+@dataclass(frozen=True)
+class Servable:
+    """What an audit can serve an attack's requirements (:mod:`attacks.requirements`).
+
+    Attributes
+    ----------
+    release
+        What the release shows: ``"probabilities"``, or less (``"top-k"``, ``"labels"`` ...).
+    population
+        Outputs on population records.
+    queries
+        Label-only queries of the models on perturbed records.
+    parameters
+        The models' parameters (white-box features).
+    rounds
+        The models of every federated round.
+    """
+
+    release: str = "probabilities"
+    population: bool = True
+    queries: bool = True
+    parameters: bool = True
+    rounds: bool = False
 
 
 def skip_reason(
-    attack: Component, release: str, has_population: bool = True, can_query: bool = True,
-    task: str = "classification", params: dict[str, Any] | None = None, has_rounds: bool = False,
-    has_parameters: bool = True,
+    attack: Component, params: Mapping[str, Any] | None, servable: Servable, task: str = "classification"
 ) -> str | None:
-    """Why ``attack`` (with ``params``) cannot run on this release (it needs what the release or the audit
-    lacks), or None. A white-box attack (``needs="parameters"``) sees the weights, whatever the release shows."""
+    """Why ``attack`` (with ``params``) cannot run here: the task is not one it supports, or one of its
+    requirements is something the audit cannot serve; None when it can run. A white-box attack
+    (:class:`WhiteBoxFeatures`) sees the weights, whatever the release shows."""
     tasks = attack.tag("tasks", params)
     if task not in tasks:
         return f"supports {' and '.join(tasks)} only; this cell is {task}"
-    needs = attack.tag("needs", params, "probabilities")
-    if needs == "probabilities" and release != "probabilities":
-        return f"needs probabilities; the release shows {release} only"
-    if needs == "parameters" and not has_parameters:
+    required = requirements_of(attack, params)
+    release = find(required, Release)
+    if release is not None and release.shows == "probabilities" and servable.release != "probabilities":
+        return f"needs probabilities; the release shows {servable.release} only"
+    if find(required, WhiteBoxFeatures) is not None and not servable.parameters:
         return "needs the model's parameters (white-box access); the audit has released outputs only"
-    if attack.tag("needs_population", params) and not has_population:
+    if find(required, Population) is not None and not servable.population:
         return "needs population records (outputs on data no model trained on)"
-    if attack.tag("queries", params) == "perturbed_labels" and not can_query:
+    if find(required, PerturbedLabelQueries) is not None and not servable.queries:
         return "needs label-only queries of the models on perturbed records"
-    if attack.tag("needs_rounds", params) and not has_rounds:
+    if find(required, RoundSnapshots) is not None and not servable.rounds:
         return "needs the models of every federated round; runs on cells with training engine 'federated' only"
     return None
 
@@ -144,7 +179,8 @@ def run_attack(
 ) -> AttackOutput:
     """Scores of one attack against model ``target``, with a check that they are one finite score per record."""
     data = audit.attack_data(target, excluded, leaked)
-    out = ATTACKS.get(attack.name).obj(data, **attack.kwargs)
+    function = ATTACKS.get(attack.name).obj
+    out = function(data, **call_params(function, attack.kwargs))
     out = out if isinstance(out, AttackOutput) else AttackOutput(out)
     scores = np.asarray(out.scores, dtype=np.float64)
     if scores.shape != data.labels.shape or np.isnan(scores).any():

@@ -236,7 +236,7 @@ def _run_grid(grid, args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from bench.audit import calibration_models, load_outputs, score_target, skip_reason, target_metrics
+    from bench.audit import Servable, calibration_models, load_outputs, score_target, skip_reason, target_metrics
     from privkernel.registry import ATTACKS
     from bench.spec import ComponentSpec
 
@@ -252,8 +252,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for name in names:
         component = ATTACKS.get(name)
         row: dict = {"attack": name}
-        reason = skip_reason(component, "probabilities", audit.population_outputs is not None, can_query=False,
-                             has_parameters=False)
+        servable = Servable(population=audit.population_outputs is not None, queries=False, parameters=False)
+        reason = skip_reason(component, None, servable)
         if reason:
             row["skipped"] = reason
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, singledispatchmethod
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.audit import Audit, calibration_models, score_target, skip_reason, target_metrics, union_metrics
+from attacks.requirements import (
+    LeakedMembership, PerturbedLabelQueries, Population, Release, Requirement, RoundSnapshots, WhiteBoxFeatures,
+    requirements_of,
+)
+from bench.audit import (
+    Audit, Servable, calibration_models, score_target, skip_reason, target_metrics, union_metrics,
+)
 from bench.cache import Cache, stage_key
 from privkernel.errors import BenchError
 from bench.metrics import UTILITY
@@ -29,8 +35,8 @@ from bench.spec import Cell, ComponentSpec, Union
 from privkernel.hashing import derive_seed
 from targets.datasets import Dataset
 from targets.ensemble import Ensemble, Inputs
-from targets.federated import GLOBAL_SNAPSHOT, SITE_SNAPSHOT
 from targets.membership import membership_matrix, split_pool_test
+from targets.observation import ROUND_VIEWS, perturbed_label_queries, release, round_releases
 from targets.white_box import white_box_features
 
 INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "X/bonds", ...
@@ -40,7 +46,6 @@ STAGE_VERSIONS = {
     "robustness": 1, "white_box": 1,
 }
 SNAPSHOT = "snapshot."  # models-stage tensors of intermediate models (federated rounds)
-ROUND_VIEWS = {"global": GLOBAL_SNAPSHOT, "site": SITE_SNAPSHOT}
 
 
 
@@ -257,8 +262,14 @@ class CellRun:
             y = f["y"]
             utility = UTILITY[self.task](pool, y[s["pool"]], self.membership(), test, y[s["test"]])
             out = {"pool": pool, "test": test, **{f"utility/{k}": v for k, v in utility.items()}}
+            snapshots = {k[len(SNAPSHOT):]: v for k, v in self.models().items() if k.startswith(SNAPSHOT)}
+            buffers = {k: v for k, v in self.models().items() if k.startswith("buffer.")}
             for view in ROUND_VIEWS:
-                for part, arrays in zip(("pool", "test"), self._round_releases(view, rng), strict=True):
+                releases = round_releases(
+                    snapshots, buffers, self._factory(f), view, lambda ensemble: self._release(ensemble, rng),
+                    self.device,
+                )
+                for part, arrays in zip(("pool", "test"), releases, strict=True):
                     out[f"rounds.{view}/{part}"] = arrays
             return {k: v for k, v in out.items() if v is not None}
 
@@ -269,30 +280,7 @@ class CellRun:
     def _release(self, ensemble: Ensemble, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """What the defense releases of ``ensemble``'s outputs on the pool and on the test records."""
         s = self.split()
-        outputs = ensemble.predict(self.inputs()).double()
-        if self.task == "classification":
-            outputs = torch.log_softmax(outputs, dim=-1)
-        outputs = outputs.float().cpu().numpy()
-        return self.defense.release(outputs[:, s["pool"]], rng), self.defense.release(outputs[:, s["test"]], rng)
-
-    def _round_releases(self, view: str, rng: np.random.Generator) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The releases of the snapshot models of ``view`` after every round, pool and test (None if the cell
-        keeps no snapshots): ``[T, M, N, C]`` for the global model, ``[T, M, K, N, C]`` for the sites'."""
-        prefix = f"{SNAPSHOT}{ROUND_VIEWS[view]}"
-        snaps = {k[len(prefix):]: v for k, v in self.models().items() if k.startswith(prefix)}
-        if not snaps:
-            return None, None
-        factory, lead = self._factory(self.features()), 2 if view == "site" else 1
-        models_shape = next(iter(snaps.values())).shape[1:1 + lead]  # (M,) or (M, K)
-        repeat = models_shape[1] if view == "site" else 1
-        buffers = {k: v.repeat_interleave(repeat, 0) for k, v in self.models().items() if k.startswith("buffer.")}
-        pools, tests = [], []
-        for t in range(len(next(iter(snaps.values())))):
-            state = {**buffers, **{f"param.{k}": v[t].flatten(0, lead - 1) for k, v in snaps.items()}}
-            pool, test = self._release(Ensemble.from_state(factory, state, self.device), rng)
-            pools.append(pool.reshape(*models_shape, *pool.shape[1:]))
-            tests.append(test.reshape(*models_shape, *test.shape[1:]))
-        return np.stack(pools), np.stack(tests)
+        return release(ensemble, self.inputs(), (s["pool"], s["test"]), self.task, self.defense, rng)
 
     def white_box(self) -> dict[str, np.ndarray]:
         """White-box features of every model on every pool record ``[M, N, F]`` (see
@@ -316,45 +304,73 @@ class CellRun:
         """The reference models whose own audits choose the target's thresholds."""
         return calibration_models(self.protocol["n_models"], target, self.protocol["calibration_models"])
 
-    def robustness(self, noise: float, queries: int) -> np.ndarray:
-        """Label-only queries: for each model and pool point, the fraction of ``queries`` Gaussian
-        perturbations (standard deviation ``noise``, in feature units) that the model labels correctly."""
+    def robustness(self, requirement: PerturbedLabelQueries) -> np.ndarray:
+        """Label-only queries: for each model and pool point, the fraction of ``requirement.queries`` Gaussian
+        perturbations (standard deviation ``requirement.noise``, in feature units) that the model labels correctly
+        (:func:`targets.observation.perturbed_label_queries`)."""
+        noise, queries = requirement.noise, requirement.queries
         key = self._key("robustness", models=self.models_key, noise=noise, queries=queries, seed=self.cell.seed)
 
         def compute() -> dict[str, np.ndarray]:
             f, s = self.features(), self.split()
-            ensemble = self._ensemble()
-            X = self.inputs(s["pool"])
-            if isinstance(X, dict):
-                raise BenchError("label-only robustness queries need vector or image inputs, not graphs")
             y = torch.as_tensor(f["y"][s["pool"]], device=self.device)
-            generator = torch.Generator(device=self.device).manual_seed(derive_seed(self.cell.seed, "queries"))
-            correct = torch.zeros(ensemble.n_models, len(y), device=self.device)
-            for _ in range(queries):
-                perturbed = X + noise * torch.randn(X.shape, generator=generator, device=self.device)
-                correct += (ensemble.predict(perturbed).argmax(-1) == y).float()
-            return {"robustness": (correct / queries).cpu().numpy()}
+            seed = derive_seed(self.cell.seed, "queries")
+            return {"robustness": perturbed_label_queries(self._ensemble(), self.inputs(s["pool"]), y, noise, queries,
+                                                          seed)}
 
         return self._stage("robustness", key, "arrays", compute, {"models": self.models_key})["robustness"]
 
+    def rounds(self, requirement: RoundSnapshots) -> dict[str, np.ndarray]:
+        """The released outputs after every round of the models of ``requirement.view`` (of its site for the
+        sites' view) on the pool ``[T, M, N, C]`` and on the test records ``[T, M, P, C]``."""
+        obs = self.observations()
+        pool, test = obs[f"rounds.{requirement.view}/pool"], obs[f"rounds.{requirement.view}/test"]
+        if requirement.site is not None:
+            pool, test = pool[:, :, requirement.site], test[:, :, requirement.site]
+        return {"rounds": pool, "population_rounds": test}
+
+    @singledispatchmethod
+    def serve(self, requirement: Requirement) -> dict[str, Any]:
+        """The observations that meet an attack's ``requirement``, by their :class:`Audit` names.
+
+        Raises
+        ------
+        BenchError
+            For a type of requirement that no observation step serves.
+        """
+        raise BenchError(
+            f"no observation step serves the requirement {requirement!r}; serve its type in CellRun.serve "
+            "(bench/pipeline.py) from a function of targets/observation.py"
+        )
+
+    @serve.register
+    def _(self, requirement: Release | Population | LeakedMembership) -> dict[str, Any]:
+        # every audit holds the release, and the test records as population; a leak is drawn per target when scored
+        return {}
+
+    @serve.register
+    def _(self, requirement: PerturbedLabelQueries) -> dict[str, Any]:
+        return {"robustness": self.robustness(requirement)}
+
+    @serve.register
+    def _(self, requirement: WhiteBoxFeatures) -> dict[str, Any]:
+        white_box = self.white_box()
+        return {"white_box": white_box["features"], "white_box_names": tuple(white_box["names"].tolist())}
+
+    @serve.register
+    def _(self, requirement: RoundSnapshots) -> dict[str, Any]:
+        return self.rounds(requirement)
+
     def audit(self, attack: ComponentSpec | None = None) -> Audit:
-        """The released outputs of the M models with their membership (the test set is the population), and the
-        label-only queries that ``attack`` asks for."""
+        """The released outputs of the M models with their membership (the test set is the population), and
+        whatever else ``attack``'s requirements ask for (:mod:`attacks.requirements`)."""
         obs, s, y = self.observations(), self.split(), self.features()["y"]
-        component = None if attack is None else ATTACKS.get(attack.name)
-        params = None if attack is None else attack.kwargs
-        extra: dict[str, Any] = {}
-        if component is not None and component.tag("queries", params) == "perturbed_labels":
-            extra["robustness"] = self.robustness(params["noise"], params["queries"])
-        if component is not None and component.tag("needs", params) == "parameters":
-            white_box = self.white_box()
-            extra["white_box"], extra["white_box_names"] = white_box["features"], tuple(white_box["names"].tolist())
-        if component is not None and component.tag("needs_rounds", params):
-            pool, test = obs[f"rounds.{params['view']}/pool"], obs[f"rounds.{params['view']}/test"]
-            if params["view"] == "site":
-                pool, test = pool[:, :, params["site"]], test[:, :, params["site"]]
-            extra["rounds"], extra["population_rounds"] = pool, test
-        return Audit(obs["pool"], self.membership(), y[s["pool"]], obs["test"], y[s["test"]], task=self.task, **extra)
+        served: dict[str, Any] = {}
+        if attack is not None:
+            for requirement in requirements_of(ATTACKS.get(attack.name), attack.kwargs):
+                served.update(self.serve(requirement))
+        return Audit(obs["pool"], self.membership(), y[s["pool"]], obs["test"], y[s["test"]], task=self.task,
+                     **served)
 
     def scores(self, attack: ComponentSpec, target: int) -> dict[str, np.ndarray]:
         return self._stage(
@@ -391,8 +407,8 @@ class CellRun:
         has_rounds = self.cell.training_params.get("engine") == "federated"
         for attack in self.cell.attacks:
             component = ATTACKS.get(attack.name)
-            reason = skip_reason(component, self.defense.releases, task=self.task, params=attack.kwargs,
-                                 has_rounds=has_rounds)
+            reason = skip_reason(component, attack.kwargs, Servable(self.defense.releases, rounds=has_rounds),
+                                 task=self.task)
             access = component.tag("access", attack.kwargs, "black-box")
             knowledge = component.tag("knowledge", attack.kwargs, "references")
             for target in range(self.protocol["n_targets"]):

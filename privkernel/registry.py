@@ -268,14 +268,11 @@ TAGS: dict[str, Tag] = {t.name: t for t in (
     Tag("files", tuple[str, ...], (), "parameters that name input files, whose contents enter the cache keys"),
     Tag("accepts", tuple[str, ...], ("vector",), "input kinds the architecture builds a model for"),
     Tag("tasks", tuple[str, ...], TASK_KINDS, "tasks the component applies to", choices=TASK_KINDS),
-    Tag("needs", str, "probabilities", "what the attack reads of the models' outputs",
-        choices=("probabilities", "labels", "parameters")),
     Tag("perturbs", tuple[str, ...] | None, None,
         "input kinds whose records the attack perturbs to query the target; None: it perturbs none"),
-    Tag("queries", str | None, None, "extra queries the attack sends to the models; None: none",
-        choices=("perturbed_labels",)),
-    Tag("needs_population", bool, False, "whether the attack reads population records (members of no model)"),
-    Tag("needs_rounds", bool, False, "whether the attack reads every round of federated training"),
+    Tag("requires", Callable | None, None,
+        "requires(params) -> the typed requirements (attacks.requirements) that the harness serves the attack; "
+        "None: the released probabilities"),
     Tag("access", str, "black-box", "what the attacker sees of the models",
         choices=("black-box", "white-box", "insider")),
     Tag("knowledge", str, "references", "what the attacker knows: reference models, or leaked members",
@@ -290,8 +287,7 @@ FAMILY_TAGS: dict[str, tuple[str, ...]] = {
     "datasets": ("task", "inputs", "n_classes", "size", "files", "check"),
     "architectures": ("accepts", "check"),
     "defenses": ("tasks", "check"),
-    "attacks": ("needs", "tasks", "perturbs", "queries", "needs_population", "needs_rounds", "access",
-                "knowledge", "check"),
+    "attacks": ("tasks", "perturbs", "requires", "access", "knowledge", "check"),
 }
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from attacks.base import AttackData, AttackOutput
+from attacks.requirements import Release, find, requirements_of
 from privkernel.errors import BenchError
 from bench.metrics import auc
 from privkernel.registry import ATTACKS
@@ -26,8 +27,8 @@ def _run(name: str, data: AttackData, **params) -> AttackOutput:
 def test_registered_with_tags_and_documented_params(name):
     component = ATTACKS.get(name)
     # correctness reads the predicted label only, so it also runs on label-only releases
-    expected_needs = "labels" if name == "correctness" else "probabilities"
-    assert component.tags["needs"] == expected_needs and "classification" in component.tags["tasks"]
+    expected = Release("labels" if name == "correctness" else "probabilities")
+    assert find(requirements_of(component), Release) == expected and "classification" in component.tags["tasks"]
     assert component.description and component.obj.__doc__
     for p in component.params:
         assert p.help and (p.choices is not None or p.type is bool or p.low is not None or p.high is not None), p

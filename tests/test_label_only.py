@@ -15,7 +15,7 @@ def test_score_is_robustness_above_the_out_references():
     keep = np.array([[True, False, False], [False, False, False], [False, True, True]])
     data = AttackData(np.zeros((3, 2)), np.zeros(3, int), np.zeros((3, 3, 2)), keep,
                       target_robustness=np.array([1.0, 0.25, 0.5]), reference_robustness=robust_refs)
-    out = label_only(data, noise=0.1, queries=4)
+    out = label_only(data)
     # OUT means: point 0 -> (0.7+0.9)/2, point 1 -> (1.0+0.0)/2, point 2 -> (0.2+0.4)/2
     np.testing.assert_allclose(out.scores, [1.0 - 0.8, 0.25 - 0.5, 0.5 - 0.3])
     assert out.info["label_only_no_out_refs"] == 0
