@@ -5,7 +5,7 @@
 * ``ensemble_book_keeping``: the project's path (``defenses.dpsgd.private_gradients`` on the stacked ensemble,
   per-sample norms without per-sample gradients) and an Adam step of all 16;
 * ``ensemble_vmap``: the same with the reference ``vmap`` ∘ ``vmap`` ∘ ``grad`` per-sample gradients;
-* ``non_private``: a plain step of the same 16-model ensemble, as ``train_ensemble`` takes it.
+* ``non_private``: a plain step of the same 16-model ensemble, as the training loop (``targets.training.fit``) takes it.
 
 Run with ``python -m pytest -m benchmark --benchmark-only tests/benchmarks/test_dpsgd_step.py``; compare the means
 within one run (Opacus / project, DP / non-private).

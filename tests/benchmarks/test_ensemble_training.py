@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from defenses.base import Defense
 from targets.architectures import mlp
-from targets.engines import ENGINES
 from targets.ensemble import Ensemble
 from targets.membership import membership_matrix
+from tests.training import train
 
 M = 16
 SHAPES = {
@@ -34,11 +33,11 @@ def _work(shape: str, engine: str):
         return mlp((d,), 2, depth=1, width=width, activation="relu", dropout=0.0)
 
     def setup():
-        return (Ensemble.initialise(factory, M, seed=0), X, y, keep, Defense().loss), {}
+        return (Ensemble.initialise(factory, M, seed=0), X, y, keep), {}
 
-    def run(ensemble, X, y, keep, loss):
-        ENGINES[engine](ensemble, X, y, keep, loss, epochs=1, batch_size=batch, lr=1e-3, optimizer="adam",
-                        momentum=0.0, seed=0)
+    def run(ensemble, X, y, keep):
+        train(ensemble, X, y, keep, engine=engine, epochs=1, batch_size=batch, lr=1e-3, optimizer="adam",
+              momentum=0.0, seed=0)
 
     # forward + backward of a linear layer ~ 6 FLOPs per weight per example; one epoch ~ n/2 examples per model
     flops = 6 * (d * width + width * 2) * (n // 2) * M
