@@ -24,7 +24,7 @@ def test_nn_is_deterministic_and_learns_a_confidence_gap():
     s = synthetic(n=600, n_models=5, signal=2.5, difficulty=0.5, seed=8)
     first = nn_attack(s.data, **FAST)
     np.testing.assert_array_equal(first, nn_attack(s.data, **FAST))
-    assert first.shape == (600,) and ((first >= 0) & (first <= 1)).all()
+    assert first.shape == (600,)
     assert auc(first, s.membership) > 0.75
     other_seed = nn_attack(s.data, seed=1, **FAST)
     assert not np.array_equal(first, other_seed)

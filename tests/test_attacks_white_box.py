@@ -85,7 +85,7 @@ def unleaked_auc(scores: np.ndarray, data: AttackData, membership: np.ndarray) -
 def test_white_box_finds_smaller_losses_and_gradients_of_members(task):
     data, membership = white_box_data(signal=1.5, task=task, seed=1)
     scores = white_box_attack(data, **FAST)
-    assert scores.shape == (600,) and ((scores >= 0) & (scores <= 1)).all()
+    assert scores.shape == (600,)
     assert auc(scores, membership) > 0.8  # the best global rule (no per-record calibration) reaches ≈ 0.85
 
 

@@ -251,8 +251,9 @@ def test_advreg_holds_out_its_reference_members_and_reports_the_game():
                                                          **{**TRAINING, "epochs": 2})
     assert log.history.shape == (2, 2) and np.isfinite(log.history).all()
     assert log.info["reference_members"] == round(0.25 * keep.sum(1).min())
-    assert -2 * math.log(2) - 1.0 < log.info["inference_gain"] <= 0.0
-    assert 0.0 <= log.info["inference_accuracy"] <= 1.0
+    # two epochs on coin flips: nothing memorised yet, so the inference models are at chance (gain −2·log 2)
+    assert abs(log.info["inference_gain"] + 2 * math.log(2)) < 0.05
+    assert abs(log.info["inference_accuracy"] - 0.5) < 0.1
 
 
 @pytest.mark.slow
@@ -274,6 +275,7 @@ def test_advreg_narrows_the_member_gap_on_memorisation():
     assert auc0.mean() > 0.7 and gap0.mean() > 2.0  # without the regulariser the models memorise
     assert auc3.mean() < auc0.mean() - 0.05 and gap3.mean() < gap0.mean() / 2
     assert gain3 < gain0
+    assert gain0 > -2 * math.log(2) + 0.2  # against memorising models the inference models beat chance
 
 
 # --- release-side ------------------------------------------------------------------------------------------------
