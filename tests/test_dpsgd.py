@@ -243,7 +243,7 @@ def test_store_epsilon_is_opacus_accountant_for_the_cells_sigma_q_and_steps(tmp_
         np.testing.assert_allclose(mine["fact.epsilon"], expected, rtol=1e-9)
         np.testing.assert_allclose(mine["fact.sample_rate"], q, rtol=1e-12)
         assert (mine["fact.steps"] == steps).all() and (mine["fact.noise_multiplier"] == 1.0).all()
-        assert (mine["delta"] == 1e-5).all()
+        assert (mine["fact.delta"] == 1e-5).all()
 
 
 @pytest.mark.parametrize(("accountant", "target"), [("rdp", 0.5), ("rdp", 1.0), ("prv", 0.5)])
