@@ -122,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--slack", type=float, default=0.01, metavar="X",
                        help="absolute slack added to the baseline's CI (default: %(default)s)")
 
+    compare = sub.add_parser(
+        "compare", help="compare two results stores metric for metric; exit 1 when any number differs",
+        description="Matches rows on (cell, attack, target) and samples on (cell, attack, target, record), and lists "
+        "missing rows, missing columns and every column whose values differ beyond --rtol (relative to 1 + |old|). "
+        "Use it to show that a change of the code moved no number. Exit 0: identical; 1: differences; 2: bad input.",
+    )
+    compare.add_argument("old", metavar="OLD_DIR", help="folder of the reference store results.sqlite")
+    compare.add_argument("new", metavar="NEW_DIR", help="folder of the store to compare with it")
+    compare.add_argument("--rtol", type=float, default=1e-6, metavar="X",
+                         help="relative tolerance of numbers (default: %(default)s)")
+
     migrate = sub.add_parser(
         "migrate", help="upgrade a results store written by an older privbench to the current columns, in place",
         description="Renames the facts that components report to their prefixed columns (epsilon → fact.epsilon, "
@@ -324,6 +335,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import compare_stores
+
+    diff = compare_stores(args.old, args.new, rtol=args.rtol)
+    if diff.identical:
+        print(f"identical: every row, column and sample of {args.new} equals {args.old} (rtol {args.rtol:g})")
+        return 0
+    print("\n".join(diff.lines()))
+    return 1
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from bench.check import (
         check_same_cells,
@@ -404,7 +426,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "audit": cmd_audit, "check": cmd_check, "grid": cmd_grid, "leaderboard": cmd_leaderboard, "list": cmd_list,
+    "audit": cmd_audit, "check": cmd_check, "compare": cmd_compare, "grid": cmd_grid, "leaderboard": cmd_leaderboard, "list": cmd_list,
     "migrate": cmd_migrate, "plot": cmd_plot, "report": cmd_report,
 }
 
