@@ -171,7 +171,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             for p in comp["params"]:
                 print(f"      {p['name']} ({p['type']}, default {p['default']!r}, {p['allowed']}): {p['help']}")
             for t in comp["tags"]:
-                if t["set"]:
+                if family == "attacks" and t["name"] == "requires":  # a hook of the params: show what it asks for
+                    from attacks.requirements import requirements_of
+
+                    asked = requirements_of(REGISTRIES[family].get(comp["name"]))
+                    print(f"      requires (at the defaults): {', '.join(map(repr, asked))}")
+                elif t["set"]:
                     shown = "a function of the params; at the defaults " if t["per_params"] else ""
                     print(f"      tag {t['name']} ({t['type']}): {shown}{t['value']!r}")
     return 0

@@ -84,7 +84,11 @@ def test_list_json_lists_every_component(capsys):
 
 def test_list_one_family_and_unknown_family(capsys):
     assert main(["list", "attacks"]) == 0
-    assert "loss" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "loss" in out and "<lambda>" not in out
+    assert "requires (at the defaults): Release(shows='labels'), PerturbedLabelQueries(noise=0.5, queries=16)" in out
+    assert main(["list", "engines"]) == 0
+    assert "rounds (int, default 1, [1, 100000])" in capsys.readouterr().out
     assert main(["list", "atacks"]) == 2
     assert "did you mean 'attacks'?" in capsys.readouterr().err
 
