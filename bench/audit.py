@@ -14,14 +14,21 @@ import numpy as np
 
 from attacks.base import AttackData, AttackOutput, observations, shared_fields
 from attacks.requirements import (
-    LeakedMembership, PerturbedLabelQueries, Population, Release, RoundSnapshots, WhiteBoxFeatures, call_params,
-    find, requirements_of,
+    LeakedMembership,
+    PerturbedLabelQueries,
+    Population,
+    Release,
+    RoundSnapshots,
+    WhiteBoxFeatures,
+    call_params,
+    find,
+    requirements_of,
 )
-from privkernel.errors import BenchError
 from bench.metrics import attack_metrics, best_threshold, epsilon_at_threshold, epsilon_threshold, roc_curve
-from privkernel.registry import ATTACKS, Component
 from bench.spec import ComponentSpec
+from privkernel.errors import BenchError
 from privkernel.hashing import derive_seed
+from privkernel.registry import ATTACKS, Component
 
 #: δ of the empirical ε lower bound (95 % Clopper–Pearson) stored for every attack.
 EPSILON_DELTA = 1e-5

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from privkernel.errors import BenchError
 from bench.leaderboard import ATTACK_METRICS, UTILITY_COLUMNS, mean_ci, model_rows, utility_column
 from bench.settings import SETTING_COLUMNS, matches, setting_label
+from privkernel.errors import BenchError
 
 KEY_COLUMNS = (*SETTING_COLUMNS, "attack", "metric")
 BASELINE_COLUMNS = (*KEY_COLUMNS, "better", "n", "mean", "ci_low", "ci_high")

@@ -253,8 +253,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from bench.audit import Servable, calibration_models, load_outputs, score_target, skip_reason, target_metrics
-    from privkernel.registry import ATTACKS
     from bench.spec import ComponentSpec
+    from privkernel.registry import ATTACKS
 
     audit = load_outputs(args.outputs, logits=args.logits)
     names = [n.strip() for n in args.attacks.split(",") if n.strip()] if args.attacks else ATTACKS.names()
@@ -431,7 +431,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "audit": cmd_audit, "check": cmd_check, "compare": cmd_compare, "grid": cmd_grid, "leaderboard": cmd_leaderboard, "list": cmd_list,
+    "audit": cmd_audit, "check": cmd_check, "compare": cmd_compare, "grid": cmd_grid, "leaderboard": cmd_leaderboard,
+    "list": cmd_list,
     "migrate": cmd_migrate, "plot": cmd_plot, "report": cmd_report,
 }
 

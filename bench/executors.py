@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from privkernel.errors import BenchError
 from bench.pipeline import CellFailed, CellResult, run_cell
 from bench.spec import Cell
+from privkernel.errors import BenchError
 
 
 @dataclass

@@ -32,10 +32,10 @@ from typing import Any
 import yaml
 
 from attacks.requirements import RoundSnapshots, find, requirements_of
-from privkernel.errors import BenchError, did_you_mean
-from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, ENGINES, Param, Registry, validate_params
 from bench.spec import Cell, ComponentSpec, Union
+from privkernel.errors import BenchError, did_you_mean
 from privkernel.hashing import stable_hash
+from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, ENGINES, Param, Registry, validate_params
 
 TRAINING_PARAMS = (
     Param("epochs", int, 30, "passes over each model's training set (federated engine: local epochs per round)",

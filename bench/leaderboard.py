@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from privkernel.errors import BenchError
 from bench.metrics import FPR_LEVELS, bootstrap_ci
 from bench.rows import FACT
 from bench.settings import GROUP_COLUMNS, SETTING_COLUMNS, format_value, label_settings, strengths
+from privkernel.errors import BenchError
 
 #: Utility columns, in order of preference: a regression store's R² replaces accuracy where present.
 UTILITY_COLUMNS = ("test_r2", "test_accuracy")

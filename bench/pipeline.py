@@ -20,19 +20,31 @@ import pandas as pd
 import torch
 
 from attacks.requirements import (
-    LeakedMembership, PerturbedLabelQueries, Population, Release, Requirement, RoundSnapshots, WhiteBoxFeatures,
+    LeakedMembership,
+    PerturbedLabelQueries,
+    Population,
+    Release,
+    Requirement,
+    RoundSnapshots,
+    WhiteBoxFeatures,
     requirements_of,
 )
 from bench.audit import (
-    Audit, Servable, calibration_models, score_target, skip_reason, target_metrics, union_metrics,
+    Audit,
+    Servable,
+    calibration_models,
+    score_target,
+    skip_reason,
+    target_metrics,
+    union_metrics,
 )
 from bench.cache import Cache, stage_key
-from privkernel.errors import BenchError
 from bench.metrics import UTILITY
-from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
 from bench.rows import AuditedRecords, TargetResult, UnionResult, cell_rows, samples_table
 from bench.spec import Cell, ComponentSpec, Union
+from privkernel.errors import BenchError
 from privkernel.hashing import derive_seed
+from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry
 from targets.datasets import Dataset
 from targets.ensemble import Ensemble, Inputs
 from targets.membership import membership_matrix, split_pool_test

@@ -28,7 +28,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from privkernel.errors import BenchError  # noqa: E402
 from bench.leaderboard import (  # noqa: E402
     PRIVACY,
     PRIVACY_FPR,
@@ -40,6 +39,7 @@ from bench.leaderboard import (  # noqa: E402
 )
 from bench.metrics import per_class_metrics, roc_curve  # noqa: E402
 from bench.settings import format_value, matches  # noqa: E402
+from privkernel.errors import BenchError  # noqa: E402
 
 #: The privacy axes of a frontier: leaderboard column of the value, of its CI bounds, and the axis label.
 FRONTIER_METRICS = {

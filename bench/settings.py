@@ -22,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from privkernel.errors import BenchError
 from bench.grid import PROTOCOL_PARAMS, TRAINING_PARAMS
 from bench.rows import LABEL
+from privkernel.errors import BenchError
 
 #: Columns naming a setting in every report table.
 SETTING_COLUMNS = ("dataset", "architecture", "defense", "options")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from privkernel.registry import DEFENSES, Param
 from defenses.base import Defense
+from privkernel.registry import DEFENSES, Param
 
 
 @DEFENSES.register(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from privkernel.registry import DEFENSES, Param
 from defenses.base import Defense
+from privkernel.registry import DEFENSES, Param
 
 
 @DEFENSES.register(

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 
-from privkernel.registry import DEFENSES, Param
 from defenses.base import Defense
+from privkernel.registry import DEFENSES, Param
 
 #: Relative margin by which the predicted class stays above the others when lowering it would create a tie.
 LABEL_MARGIN = 1e-4

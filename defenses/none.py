@@ -1,7 +1,7 @@
 """The undefended baseline."""
 
-from privkernel.registry import DEFENSES
 from defenses.base import Defense
+from privkernel.registry import DEFENSES
 
 
 @DEFENSES.register("none", description="No defense: the model is trained normally and releases its probabilities.")

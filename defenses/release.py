@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from privkernel.registry import DEFENSES, Param
 from defenses.base import Defense
+from privkernel.registry import DEFENSES, Param
 
 
 def one_hot_log(log_probs: np.ndarray) -> np.ndarray:

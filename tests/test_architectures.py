@@ -6,14 +6,14 @@ from hypothesis import strategies as st
 from rdkit import Chem
 from torch import nn
 
+from defenses.base import Defense
 from privkernel.errors import BenchError
 from privkernel.registry import ARCHITECTURES
-from defenses.base import Defense
 from targets import featurizers as fz
 from targets.architectures import cnn, logreg, mlp, mpnn
 from targets.ensemble import Ensemble
-from tests.training import train
 from targets.membership import membership_matrix
+from tests.training import train
 
 SMILES = ["CCO", "c1ccccc1", "CC(=O)Nc1ccc(O)cc1", "C#N", "CN1CCC[C@H]1c1cccnc1", "O=C(O)c1ccccc1OC(C)=O",
           "C[N+](C)(C)C", "FC(F)(F)c1ccc(Cl)cc1"]

@@ -10,8 +10,8 @@ import pytest
 
 from attacks.base import AttackData, AttackOutput
 from attacks.requirements import Population, Release, find, requirements_of
-from privkernel.errors import BenchError
 from bench.metrics import auc
+from privkernel.errors import BenchError
 from privkernel.registry import ATTACKS
 from tests.attack_data import synthetic
 

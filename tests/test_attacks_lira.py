@@ -6,8 +6,8 @@ from scipy.stats import norm
 from attacks.base import AttackData
 from attacks.lira import equal_count_masks, lira_attack, log_odds
 from attacks.loss import loss_attack
-from privkernel.errors import BenchError
 from bench.metrics import auc
+from privkernel.errors import BenchError
 from privkernel.registry import ATTACKS
 from tests.attack_data import release_from_phi, synthetic
 

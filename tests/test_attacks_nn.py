@@ -3,8 +3,8 @@ import pytest
 
 from attacks.base import AttackData
 from attacks.nn import attack_features, nn_attack
-from privkernel.errors import BenchError
 from bench.metrics import auc
+from privkernel.errors import BenchError
 from privkernel.registry import ATTACKS
 from tests.attack_data import synthetic
 

@@ -4,8 +4,8 @@ import pytest
 from attacks.base import AttackData
 from attacks.metric import modified_entropy
 from attacks.risk import histogram_posterior, privacy_risk_attack
-from privkernel.errors import BenchError
 from bench.metrics import auc
+from privkernel.errors import BenchError
 from privkernel.registry import ATTACKS
 from tests.attack_data import release_from_phi, synthetic
 

@@ -4,8 +4,8 @@ from scipy.special import log_softmax
 
 from attacks.base import AttackData
 from attacks.rmia import A_GRID, pairwise_fraction, rmia_attack, tune_a
-from privkernel.errors import BenchError
 from bench.metrics import auc
+from privkernel.errors import BenchError
 from privkernel.registry import ATTACKS
 from tests.attack_data import synthetic
 

@@ -14,15 +14,15 @@ from attacks.leaked import leaked_attack
 from attacks.nn import nn_attack
 from attacks.requirements import LeakedMembership, Release, WhiteBoxFeatures, requirements_of
 from attacks.white_box import white_box_attack, white_box_rows
-from privkernel.errors import BenchError
 from bench.metrics import auc
+from privkernel.errors import BenchError
 from privkernel.registry import ATTACKS
 from targets.architectures import mlp
 from targets.ensemble import Ensemble
-from tests.training import train
 from targets.membership import membership_matrix
 from targets.white_box import white_box_features
 from tests.attack_data import release_from_phi
+from tests.training import train
 
 FAST = {"hidden": 16, "max_iter": 60}
 FAST_LEAKED = {"hidden": 16, "max_iter": 500}  # few training rows: an epoch is one Adam step

@@ -9,9 +9,9 @@ from bench.cache import Cache
 from bench.cli import main
 from bench.grid import load_grid
 from bench.pipeline import CellRun
-from privkernel.registry import DEFENSES
 from bench.store import read_store
 from defenses.base import Defense
+from privkernel.registry import DEFENSES
 from targets.training import TrainingHooks
 from tests.conftest import TINY_GRID, write_grid
 

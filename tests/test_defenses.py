@@ -16,8 +16,6 @@ from bench.cli import main
 from bench.grid import load_grid
 from bench.metrics import auc
 from bench.pipeline import CellRun
-from privkernel.registry import DATASETS, DEFENSES
-from privkernel.hashing import derive_seed
 from bench.store import read_store
 from defenses import early_stopping as es
 from defenses.advreg import InferenceModels
@@ -28,6 +26,8 @@ from defenses.memguard import (
     memguard_noise,
     release_probability,
 )
+from privkernel.hashing import derive_seed
+from privkernel.registry import DATASETS, DEFENSES
 from targets.architectures import logreg, mlp
 from targets.datasets import Dataset
 from targets.ensemble import Ensemble

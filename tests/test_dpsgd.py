@@ -16,10 +16,8 @@ from torch.nn import functional as F
 
 from bench.cache import Cache
 from bench.cli import main
-from privkernel.errors import BenchError
 from bench.grid import load_grid
 from bench.pipeline import CellRun
-from privkernel.registry import DATASETS, DEFENSES
 from bench.store import read_store
 from defenses.base import Defense
 from defenses.dpsgd import (
@@ -33,6 +31,8 @@ from defenses.dpsgd import (
     private_gradients,
     vmap_clipped_sum,
 )
+from privkernel.errors import BenchError
+from privkernel.registry import DATASETS, DEFENSES
 from targets.architectures import cnn, logreg, mlp
 from targets.datasets import Dataset
 from targets.ensemble import Ensemble

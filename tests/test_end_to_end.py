@@ -16,8 +16,8 @@ import pytest
 
 from bench.cli import main
 from bench.metrics import auc
-from privkernel.registry import ATTACKS, DATASETS
 from bench.store import read_samples, read_store, store_path
+from privkernel.registry import ATTACKS, DATASETS
 from targets.datasets import Dataset
 from tests.attack_data import pairwise_auc
 from tests.conftest import TINY_GRID, write_grid

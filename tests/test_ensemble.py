@@ -2,12 +2,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from privkernel.hashing import derive_seed
 from defenses.base import Defense
+from privkernel.hashing import derive_seed
 from targets.architectures import mlp
 from targets.ensemble import Ensemble, minibatch_indices
-from tests.training import train
 from targets.membership import membership_matrix
+from tests.training import train
 
 
 def factory():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from privkernel.errors import BenchError
 from bench.executors import execute
 from bench.grid import load_grid
 from bench.store import ResultsStore, read_store
+from privkernel.errors import BenchError
 
 
 def run(tiny_grid, folder, **kwargs):

@@ -10,19 +10,19 @@ import torch
 from attacks.base import AttackData
 from attacks.rounds import combine_rounds
 from bench.cli import main
-from privkernel.errors import BenchError
 from bench.grid import load_grid
 from bench.metrics import auc
-from privkernel.registry import ATTACKS
 from bench.settings import label_settings
 from bench.store import read_store
 from defenses.base import Defense
+from privkernel.errors import BenchError
+from privkernel.registry import ATTACKS
 from targets.architectures import mlp
 from targets.ensemble import Ensemble
-from tests.training import train
 from targets.federated import site_membership, site_proportions
 from targets.membership import membership_matrix
 from tests.conftest import TINY_GRID, write_grid
+from tests.training import train
 
 TRAINING = dict(epochs=2, batch_size=16, lr=0.01, optimizer="adam", momentum=0.9)
 
@@ -79,8 +79,8 @@ def test_fedavg_with_one_site_and_one_round_is_centralized_training(toy, aggrega
 def test_the_global_model_is_the_fedavg_of_the_site_models(toy, aggregation):
     X, y, keep = toy
     models = ensemble()
-    log = train(models, X, y, keep, Defense().loss, engine="federated", seed=2, sites=3, rounds=2, aggregation=aggregation,
-                          site_sizes="skewed", **TRAINING)
+    log = train(models, X, y, keep, Defense().loss, engine="federated", seed=2, sites=3, rounds=2,
+                    aggregation=aggregation, site_sizes="skewed", **TRAINING)
     counts = site_membership(keep, 3, "skewed", seed=2).sum(-1).astype(np.float64)
     weights = counts / counts.sum(1, keepdims=True) if aggregation == "weighted" else np.full((4, 3), 1 / 3)
     for name, final in models.params.items():
@@ -97,8 +97,8 @@ def test_weighting_matters_when_sites_differ_in_size(toy):
     results = {}
     for aggregation in ("weighted", "unweighted"):
         models = ensemble()
-        train(models, X, y, keep, Defense().loss, engine="federated", seed=2, sites=3, rounds=1, aggregation=aggregation,
-                        site_sizes="skewed", **TRAINING)
+        train(models, X, y, keep, Defense().loss, engine="federated", seed=2, sites=3, rounds=1,
+                  aggregation=aggregation, site_sizes="skewed", **TRAINING)
         results[aggregation] = models.params["1.weight"].detach()
     assert not torch.allclose(results["weighted"], results["unweighted"])
 
@@ -106,8 +106,8 @@ def test_weighting_matters_when_sites_differ_in_size(toy):
 def test_federated_training_learns(toy):
     X, y, keep = toy
     models = ensemble()
-    log = train(models, X, y, keep, Defense().loss, engine="federated", seed=0, sites=4, rounds=15, aggregation="weighted",
-                          site_sizes="iid", **{**TRAINING, "lr": 0.05})
+    log = train(models, X, y, keep, Defense().loss, engine="federated", seed=0, sites=4, rounds=15,
+                    aggregation="weighted", site_sizes="iid", **{**TRAINING, "lr": 0.05})
     assert (log.history[-1] < 0.5 * log.history[0]).all()
     accuracy = (models.predict(X).argmax(-1) == y).float().mean(1)
     assert (accuracy > 0.85).all()
@@ -172,7 +172,7 @@ def test_federated_cell_end_to_end(tmp_path):
 
 def test_federated_settings_are_checked_at_load(tmp_path):
     stray = write_grid(tmp_path, {**TINY_GRID, "training": {"sites": 4}}, "stray.yaml")
-    with pytest.raises(BenchError, match="sites apply to the federated engine only, but no training of the grid uses it"):
+    with pytest.raises(BenchError, match="sites apply to the federated engine only, but no training of the grid uses"):
         load_grid(str(stray))
     dp = write_grid(tmp_path, {**FEDERATED_GRID, "defenses": [{"name": "dpsgd", "params": {"epsilon": 8.0}}]},
                     "dp.yaml")

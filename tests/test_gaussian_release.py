@@ -6,8 +6,8 @@ import numpy as np
 
 from bench.cache import Cache
 from bench.cli import main
-from bench.metrics import auc
 from bench.grid import load_grid
+from bench.metrics import auc
 from bench.pipeline import CellRun
 from bench.store import read_store
 from defenses.gaussian_release import GaussianRelease

@@ -1,8 +1,8 @@
 import pytest
 
 from bench.cli import main
-from privkernel.errors import BenchError
 from bench.grid import load_grid
+from privkernel.errors import BenchError
 from tests.conftest import TINY_GRID, write_grid
 
 

@@ -35,8 +35,8 @@ def test_memorised_points_survive_noise(random_labels, tmp_path):  # noqa: F811
 
 
 def test_graph_inputs_are_refused_at_load(tmp_path, registries):
-    from privkernel.errors import BenchError
     from bench.grid import load_grid
+    from privkernel.errors import BenchError
     from privkernel.registry import ARCHITECTURES, DATASETS
 
     DATASETS.register("graphs", description="test", inputs="graph")(lambda: None)

@@ -34,8 +34,8 @@ from bench.leaderboard import (
     to_markdown,
 )
 from bench.metrics import bootstrap_ci
-from privkernel.hashing import stable_hash
 from bench.store import ResultsStore
+from privkernel.hashing import stable_hash
 
 N_RECORDS = 40  # audited records per cell (half members per target); class 0 is a 30 % minority
 ATTACKS = ("lira", "loss", "privacy_risk")

@@ -6,7 +6,17 @@ import pytest
 from bench.cli import main
 from privkernel.errors import BenchError
 from privkernel.registry import (
-    ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, FAMILY_TAGS, REGISTRIES, TAGS, Param, Registry, RegistrationError, Tag,
+    ARCHITECTURES,
+    ATTACKS,
+    DATASETS,
+    DEFENSES,
+    FAMILY_TAGS,
+    REGISTRIES,
+    TAGS,
+    Param,
+    RegistrationError,
+    Registry,
+    Tag,
     validate_params,
 )
 

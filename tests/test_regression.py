@@ -8,10 +8,10 @@ from scipy.stats import norm
 
 from attacks.base import AttackData
 from bench.cli import main
-from privkernel.errors import BenchError
 from bench.grid import load_grid
-from privkernel.registry import ATTACKS, DATASETS
 from bench.store import read_store
+from privkernel.errors import BenchError
+from privkernel.registry import ATTACKS, DATASETS
 from targets.datasets import Dataset
 from tests.conftest import TINY_GRID, write_grid
 

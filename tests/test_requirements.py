@@ -13,8 +13,16 @@ import torch
 
 from attacks.base import AttackData, observations
 from attacks.requirements import (
-    LeakedMembership, PerturbedLabelQueries, Population, Release, Requirement, RoundSnapshots, WhiteBoxFeatures,
-    always, call_params, requirements_of,
+    LeakedMembership,
+    PerturbedLabelQueries,
+    Population,
+    Release,
+    Requirement,
+    RoundSnapshots,
+    WhiteBoxFeatures,
+    always,
+    call_params,
+    requirements_of,
 )
 from bench.audit import Audit, Servable, skip_reason
 from bench.cache import Cache

@@ -8,12 +8,12 @@ import pytest
 
 from bench.audit import Audit, leak_of, leaked_records, score_target, target_metrics
 from bench.cli import main
-from privkernel.errors import BenchError
 from bench.grid import load_grid
 from bench.leaderboard import build_leaderboard, read_rows, to_markdown
-from privkernel.registry import ATTACKS
 from bench.spec import ComponentSpec
 from bench.store import read_samples, read_store
+from privkernel.errors import BenchError
+from privkernel.registry import ATTACKS
 from tests.conftest import TINY_GRID, write_grid
 
 

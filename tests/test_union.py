@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from bench.audit import threshold_at_fpr, union_metrics
-from privkernel.errors import BenchError
 from bench.grid import load_grid
+from privkernel.errors import BenchError
 from tests.conftest import TINY_GRID, write_grid
 
 KEEP = np.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0]], dtype=bool)  # target 0, calibration model 1

@@ -11,18 +11,18 @@ from torch import nn
 from torch.func import functional_call
 
 from bench.cli import main
-from privkernel.errors import BenchError
 from bench.grid import expand_grid
-from privkernel.registry import ARCHITECTURES, DATASETS
 from bench.store import read_samples, read_store
 from defenses.base import Defense
+from privkernel.errors import BenchError
+from privkernel.registry import ARCHITECTURES, DATASETS
 from targets.architectures import cnn3d
 from targets.datasets import VOLUME_MAX_VOXELS
 from targets.ensemble import Ensemble
-from tests.training import train
 from targets.membership import membership_matrix
 from tests.attack_data import pairwise_auc
 from tests.conftest import write_grid
+from tests.training import train
 
 
 def load(name, **params):
