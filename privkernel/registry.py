@@ -31,7 +31,7 @@ from privkernel.errors import BenchError, did_you_mean
 
 #: The entry-point group of the packages whose import registers components: privbench's own rooms declare
 #: themselves in its ``pyproject.toml``, and a third-party package adds its components the same way.
-PLUGIN_GROUP = "privbench.plugins"
+PLUGIN_GROUP = "privbench.components"
 
 _TYPE_NAMES = {int: "int", float: "float", str: "str", bool: "bool"}
 
