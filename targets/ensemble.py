@@ -75,9 +75,10 @@ class Ensemble:
     def _call(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.template, (params, buffers), (x,))
 
-    def forward(self, x: Inputs) -> torch.Tensor:
-        """Training-mode outputs for per-model inputs ``x[M, B, ...]`` → ``[M, B, outputs]``."""
-        self.template.train()
+    def forward(self, x: Inputs, training: bool = True) -> torch.Tensor:
+        """Outputs for per-model inputs ``x[M, B, ...]`` → ``[M, B, outputs]``, with gradients, in training mode
+        (each model draws its own dropout masks) or evaluation mode."""
+        self.template.train(training)
         return vmap(self._call, randomness="different")(self.params, self.buffers, x)
 
     @torch.no_grad()
