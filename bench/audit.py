@@ -6,9 +6,9 @@ computed elsewhere), so both produce the same numbers from the same outputs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from bench.spec import ComponentSpec
 from privkernel.errors import BenchError
 from privkernel.hashing import derive_seed
 from privkernel.registry import ATTACKS, Component
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: δ of the empirical ε lower bound (95 % Clopper–Pearson) stored for every attack.
 EPSILON_DELTA = 1e-5
@@ -290,10 +293,21 @@ def load_outputs(path: str, logits: bool = False) -> Audit:
         raise BenchError(f"no outputs file {path}; give the path of an .npz file") from None
     except (OSError, ValueError) as exc:
         raise BenchError(f"cannot read {path} as an .npz of numeric arrays ({exc}); see `bench audit --help`") from None
+    return outputs_audit(arrays, logits=logits, source=str(path))
+
+
+def outputs_audit(arrays: Mapping[str, Any], *, logits: bool = False, source: str = "the outputs") -> Audit:
+    """Check the arrays of :data:`OUTPUT_ARRAYS` (``None`` values count as absent) and turn them into an audit
+    whose model 0 is the target; ``source`` names them in error messages."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
+    unknown = sorted(set(arrays) - set(OUTPUT_ARRAYS))
+    if unknown:
+        raise BenchError(f"{source}: unknown array(s) {', '.join(unknown)}; the arrays are "
+                         f"{', '.join(OUTPUT_ARRAYS)}")
     missing = [k for k, (required, _) in OUTPUT_ARRAYS.items() if required and k not in arrays]
     if missing:
         raise BenchError(
-            f"{path} lacks the array(s) {', '.join(missing)}; it has {', '.join(sorted(arrays)) or 'none'}. "
+            f"{source} lacks the array(s) {', '.join(missing)}; it has {', '.join(sorted(arrays)) or 'none'}. "
             f"Expected: " + "; ".join(f"{k} {meaning}" for k, (_, meaning) in OUTPUT_ARRAYS.items())
         )
     target, refs = arrays["target_outputs"], arrays["reference_outputs"]
@@ -385,3 +399,53 @@ def union_metrics(
             row[f"{prefix}fpr.{name}"] = float(d[~members].mean())
         flagged_by_references = flagged if flagged_by_references is None else flagged_by_references
     return row, flagged_by_references
+
+
+#: The columns of an audit table, in the order they are printed.
+AUDIT_COLUMNS = ("attack", "auc", "balanced_accuracy", "tpr_at_fpr_0", "tpr_at_fpr_0.1pct", "tpr_at_fpr_1pct",
+                 "epsilon_lower_bound", "skipped")
+
+
+def audit_table(audit: Audit, attacks: Sequence[str] | None = None, calibration: int = 2) -> pd.DataFrame:
+    """Run black-box attacks on an audit's target (model 0) and measure them, one row per attack.
+
+    Parameters
+    ----------
+    audit
+        The target's and its reference models' outputs (:func:`load_outputs`, :func:`outputs_audit`).
+    attacks
+        Attack names (default: every registered attack).
+    calibration
+        Reference models audited in the target's place to choose the balanced-accuracy threshold.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``attack`` and the metrics of :func:`target_metrics`; an attack that cannot run on these outputs has a
+        ``skipped`` reason instead.
+    """
+    import pandas as pd
+
+    names = list(ATTACKS.names() if attacks is None else attacks)
+    if not names:
+        raise BenchError("no attack named; give attack names from `python -m bench list attacks`")
+    if not 1 <= calibration <= audit.n_models - 1:
+        raise BenchError(f"the calibration models must number between 1 and the {audit.n_models - 1} reference "
+                         f"models, got {calibration}")
+    chosen = calibration_models(audit.n_models, 0, calibration)
+    servable = Servable(population=audit.population_outputs is not None, queries=False, parameters=False)
+    rows = []
+    for name in names:
+        component = ATTACKS.get(name)
+        row: dict[str, Any] = {"attack": name}
+        reason = skip_reason(component, None, servable)
+        if reason:
+            row["skipped"] = reason
+        else:
+            spec = ComponentSpec.make(name, component.validate({}), component.validate({}))
+            try:
+                row.update(target_metrics(score_target(spec, audit, 0, chosen), audit.keep, 0, chosen))
+            except ValueError as exc:  # the attack cannot run on these outputs (e.g. too few references): say why
+                row["skipped"] = str(exc)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from bench import __version__
 from bench.audit import OUTPUT_ARRAYS
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid = sub.add_parser("grid", parents=[running],
                           help="run a grid of cells (datasets × architectures × defenses × attacks)")
     grid.add_argument("--grid", default="default", metavar="NAME|PATH",
-                      help="a grid name under results/grids/ or a YAML file (default: %(default)s)")
+                      help="a shipped grid (default, smoke, molecules, threats) or a YAML file (default: %(default)s)")
     grid.add_argument("--dry-run", action="store_true", help="print the cells and their count; run nothing")
 
     report = sub.add_parser(
@@ -182,20 +183,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda was requested but torch sees no CUDA GPU; use --device cpu (or auto)")
-    return requested
-
-
 def cmd_grid(args: argparse.Namespace) -> int:
-    from bench.grid import load_grid
+    from bench.api import load
 
-    grid = load_grid(args.grid)
+    grid = load(args.grid)
     if args.dry_run:
         for i, cell in enumerate(grid.cells, 1):
             attacks = ", ".join(a.label() for a in cell.attacks)
@@ -207,39 +198,17 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 def _run_grid(grid, args: argparse.Namespace) -> int:
     """Run every cell of ``grid`` with the run options of ``args``, writing the store as cells finish."""
-    from bench.cache import Cache, default_cache_dir
-    from bench.executors import execute
-    from bench.store import ResultsStore
+    from bench.api import execute_grid
 
-    if args.workers < 1:
-        raise BenchError(f"--workers must be at least 1, got {args.workers}")
-    if args.retries < 0 or args.num_cpus <= 0 or (args.num_gpus is not None and args.num_gpus < 0):
-        raise BenchError("--retries and --num-gpus must be non-negative and --num-cpus positive")
-    device = _device(args.device)
-    if args.executor == "ray":
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            raise BenchError("--executor ray needs Ray: pip install 'privbench[ray]' (or use --executor local)")
-    cache = Cache(args.cache_dir or default_cache_dir())
-    cache.check_writable()
-    store = ResultsStore(args.results)
-    store.check_writable()
-
-    print(f"grid {grid.name!r}: {len(grid.cells)} cells on {device}; cache {cache.root}; store {store.path}",
-          file=sys.stderr)
-    start = time.perf_counter()
-    summary = execute(
-        grid.cells,
-        lambda result: store.write_cell([{**row, "grid": grid.name} for row in result.rows], result.samples),
-        cache_dir=str(cache.root), force=args.force, device=device, workers=args.workers,
-        executor=args.executor, progress=not args.quiet, ray_address=args.ray_address, num_cpus=args.num_cpus,
-        num_gpus=args.num_gpus if args.num_gpus is not None else float(device == "cuda"), retries=args.retries,
+    run = execute_grid(
+        grid, cache_dir=args.cache_dir, results=args.results, workers=args.workers, device=args.device,
+        force=args.force, executor=args.executor, progress=not args.quiet, ray_address=args.ray_address,
+        num_cpus=args.num_cpus, num_gpus=args.num_gpus, retries=args.retries, announce=True,
     )
-    elapsed = time.perf_counter() - start
+    summary = run.summary
     print(
         f"{summary.done} cells done ({summary.cached} entirely from the cache), {len(summary.failures)} failed, "
-        f"in {elapsed:.1f} s; results in {store.path}",
+        f"in {run.seconds:.1f} s; results in {run.store}",
         file=sys.stderr,
     )
     for _, exc in summary.failures:
@@ -250,38 +219,17 @@ def _run_grid(grid, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from bench.audit import Servable, calibration_models, load_outputs, score_target, skip_reason, target_metrics
-    from bench.spec import ComponentSpec
-    from privkernel.registry import ATTACKS
+    from bench.audit import AUDIT_COLUMNS, audit_table, load_outputs
 
     audit = load_outputs(args.outputs, logits=args.logits)
-    names = [n.strip() for n in args.attacks.split(",") if n.strip()] if args.attacks else ATTACKS.names()
-    if not names:
+    names = [n.strip() for n in args.attacks.split(",") if n.strip()] if args.attacks else None
+    if names == []:
         raise BenchError("--attacks names no attack; give comma-separated names from `python -m bench list attacks`")
     k = args.calibration_models
     if not 1 <= k <= audit.n_models - 1:
         raise BenchError(f"--calibration-models must be between 1 and the {audit.n_models - 1} reference models")
-    calibration = calibration_models(audit.n_models, 0, k)
-    rows = []
-    for name in names:
-        component = ATTACKS.get(name)
-        row: dict = {"attack": name}
-        servable = Servable(population=audit.population_outputs is not None, queries=False, parameters=False)
-        reason = skip_reason(component, None, servable)
-        if reason:
-            row["skipped"] = reason
-        else:
-            spec = ComponentSpec.make(name, component.validate({}), component.validate({}))
-            try:
-                row.update(target_metrics(score_target(spec, audit, 0, calibration), audit.keep, 0, calibration))
-            except ValueError as exc:  # the attack cannot run on this file (e.g. too few references): say why
-                row["skipped"] = str(exc)
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    shown = [c for c in ("attack", "auc", "balanced_accuracy", "tpr_at_fpr_0", "tpr_at_fpr_0.1pct", "tpr_at_fpr_1pct",
-                         "epsilon_lower_bound", "skipped") if c in table]
+    table = audit_table(audit, names, k)
+    shown = [c for c in AUDIT_COLUMNS if c in table]
     print(f"audit of {args.outputs}: {audit.keep.shape[1]} records ({int(audit.keep[0].sum())} members), "
           f"{audit.n_models - 1} reference models")
     print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -305,18 +253,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench.leaderboard import build_leaderboard, read_rows, write_leaderboard
+    from bench.api import leaderboard
 
-    board = build_leaderboard(read_rows(args.results))
-    md, csv = write_leaderboard(board, args.out or args.results, source=str(args.results))
-    print(f"wrote {md} and {csv}: {len(board)} settings in {board['group'].nunique()} dataset × architecture groups, "
-          f"{int(board['pareto'].sum())} Pareto-optimal")
+    out = args.out or args.results
+    board = leaderboard(args.results, out=out)
+    print(f"wrote {Path(out) / 'LEADERBOARD.md'} and {Path(out) / 'leaderboard.csv'}: {len(board)} settings in "
+          f"{board['group'].nunique()} dataset × architecture groups, {int(board['pareto'].sum())} Pareto-optimal")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from bench.leaderboard import build_leaderboard, read_rows
     from bench.settings import filter_cells
     from bench.store import read_samples
@@ -393,8 +339,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """The molecule study: run its grid (on --csv molecules if given), then write the report from the store."""
-    from pathlib import Path
-
     import yaml
 
     from bench.grid import expand_grid, resolve_grid_path
@@ -430,6 +374,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plugin_problems() -> list[str]:
+    """Print, one line each, the installed plugins that could not be loaded (the other components did load)."""
+    from privkernel.registry import plugin_problems
+
+    lines = [problem.line() for problem in plugin_problems()]
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+    return lines
+
+
 COMMANDS = {
     "audit": cmd_audit, "check": cmd_check, "compare": cmd_compare, "grid": cmd_grid, "leaderboard": cmd_leaderboard,
     "list": cmd_list,
@@ -440,7 +394,11 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        problems = _plugin_problems()
+        if problems and args.command != "list":  # `list` still shows what loaded, then exits 2
+            return 2
+        code = COMMANDS[args.command](args)
+        return 2 if problems else code
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

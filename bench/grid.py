@@ -24,9 +24,12 @@ Every component and parameter is validated here, before anything runs.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import yaml
@@ -71,7 +74,8 @@ TOP_LEVEL_KEYS = (
 REQUIRED_KEYS = ("datasets", "architectures", "defenses", "attacks")
 AXES = {"datasets": DATASETS, "architectures": ARCHITECTURES, "defenses": DEFENSES, "attacks": ATTACKS}
 
-GRIDS_FOLDER = Path("results") / "grids"
+#: The package folder of the shipped grids (package data, found through importlib.resources after any install).
+SHIPPED_GRIDS = "grids"
 
 
 @dataclass(frozen=True)
@@ -84,30 +88,31 @@ class Grid:
     n_excluded: int
 
 
-def grid_search_dirs() -> list[Path]:
-    """Where grid names are looked up: ``./results/grids`` and the source checkout's ``results/grids``."""
-    dirs = [Path.cwd() / GRIDS_FOLDER, Path(__file__).resolve().parent.parent / GRIDS_FOLDER]
-    return list(dict.fromkeys(d.resolve() for d in dirs))
+def shipped_grids() -> dict[str, Traversable]:
+    """The grids that ship with privbench, by name (the file's stem)."""
+    folder = files("bench") / SHIPPED_GRIDS
+    return {entry.name.rsplit(".", 1)[0]: entry for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+            if entry.name.endswith((".yaml", ".yml"))}
 
 
 def available_grids() -> list[str]:
-    return sorted({p.stem for d in grid_search_dirs() if d.is_dir() for p in d.glob("*.y*ml")})
+    return sorted(shipped_grids())
 
 
-def resolve_grid_path(name_or_path: str) -> Path:
-    """The grid file for a path or a name under ``results/grids/``."""
+def resolve_grid_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """The grid file of a path (a user's grid) or of the name of a shipped grid (``default``, ``smoke``, ...)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    if path.suffix in ("", ".yaml", ".yml") and len(path.parts) == 1:
-        for folder in grid_search_dirs():
-            for candidate in (folder / f"{path.stem}.yaml", folder / f"{path.stem}.yml"):
-                if candidate.is_file():
-                    return candidate
-    known = available_grids()
+    shipped = shipped_grids()
+    if len(path.parts) == 1 and path.suffix in ("", ".yaml", ".yml") and path.stem in shipped:
+        return Path(str(shipped[path.stem]))  # pip installs packages as files, never zipped
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        raise BenchError(f"no grid file {path}: check the path, or give the name of a shipped grid "
+                         f"({', '.join(shipped)})")
     raise BenchError(
-        f"no grid {name_or_path!r}{did_you_mean(path.stem, known)}: give a YAML file's path or one of the names "
-        f"under results/grids/: {', '.join(known) or 'none found'}"
+        f"no grid {str(name_or_path)!r}{did_you_mean(path.stem, shipped)}: give a YAML file's path or the name of a "
+        f"shipped grid: {', '.join(shipped)}"
     )
 
 

@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from privkernel.errors import BenchError, did_you_mean
@@ -406,6 +406,11 @@ class Component:
         }
 
 
+def _origin(obj: Any) -> str:
+    """Where a registered object was defined, for messages: ``module.qualname``."""
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
 class Registry:
     """Components of one family, looked up by name.
 
@@ -476,8 +481,10 @@ class Registry:
             checked[key] = value
 
         def decorator(obj: Any) -> Any:
-            if name in self._components and self._components[name].obj is not obj and not replace:
-                raise ValueError(f"{self.family}: {name!r} is registered twice")
+            taken = self._components.get(name)
+            if taken is not None and taken.obj is not obj and not replace:
+                raise ValueError(f"{self.family}: {name!r} is already registered by {_origin(taken.obj)}; "
+                                 "register it under another name")
             self._components[name] = Component(
                 self.family, name, obj, description, params, version, checked, dict(self.tags)
             )
@@ -531,11 +538,39 @@ ENGINES = Registry("engines")
 
 REGISTRIES: dict[str, Registry] = {r.family: r for r in (DATASETS, ARCHITECTURES, DEFENSES, ATTACKS, ENGINES)}
 
+@dataclass(frozen=True)
+class PluginProblem:
+    """A component package whose entry point could not be loaded; its registrations were undone."""
+
+    distribution: str
+    entry_point: str
+    problem: str
+
+    def line(self) -> str:
+        return (f"plugin {self.distribution!r} (entry point {self.entry_point}): {self.problem}; fix the package or "
+                f"uninstall it (pip uninstall {self.distribution})")
+
+
 _loaded = False
+_problems: list[PluginProblem] = []
+
+
+def _entry_point_text(point: EntryPoint) -> str:
+    return f"{point.group}: {point.name} = {point.value}"
+
+
+def _own_first(point: EntryPoint) -> tuple[bool, str, str]:
+    """privbench's own rooms load first, so that a plugin reusing one of their names is the one refused."""
+    dist = point.dist.name if point.dist is not None else ""
+    return (dist != "privbench", dist, point.name)
 
 
 def load_plugins() -> None:
     """Import, once, every module named by an entry point of the :data:`PLUGIN_GROUP` group.
+
+    A plugin that fails to import, registers a name already taken or declares an invalid parameter is set aside:
+    its registrations are undone, the other packages load, and the problem is kept for
+    :func:`plugin_problems` (the command line prints it and exits 2).
 
     Raises
     ------
@@ -545,12 +580,28 @@ def load_plugins() -> None:
     global _loaded
     if _loaded:
         return
-    found = entry_points(group=PLUGIN_GROUP)
+    # the same entry point may be seen twice (an editable install next to a wheel of the same project)
+    found = {(p.name, p.value): p for p in entry_points(group=PLUGIN_GROUP)}
     if not found:
         raise BenchError(
             f"no component packages found (entry points {PLUGIN_GROUP!r}): install privbench, e.g. `pip install -e .` "
             "in its checkout"
         )
     _loaded = True
-    for point in sorted(found, key=lambda p: p.name):
-        importlib.import_module(point.value)
+    for point in sorted(found.values(), key=_own_first):
+        saved = {family: dict(registry._components) for family, registry in REGISTRIES.items()}
+        try:
+            point.load()
+        except Exception as exc:  # any failure of a third-party package is reported, not raised
+            for family, registry in REGISTRIES.items():
+                registry._components.clear()
+                registry._components.update(saved[family])
+            problem = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+            dist = point.dist.name if point.dist is not None else point.value.split(".")[0]
+            _problems.append(PluginProblem(dist, _entry_point_text(point), problem))
+
+
+def plugin_problems() -> list[PluginProblem]:
+    """The plugins that :func:`load_plugins` set aside, with what was wrong with each."""
+    load_plugins()
+    return list(_problems)

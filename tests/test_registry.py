@@ -64,7 +64,7 @@ def test_unknown_component_suggests_closest():
 def test_registering_twice_is_refused_and_params_are_unique():
     reg = Registry("widgets")
     reg.register("a", description="first")(lambda: 1)
-    with pytest.raises(ValueError, match="registered twice"):
+    with pytest.raises(ValueError, match="already registered by"):
         reg.register("a", description="again")(lambda: 2)
     with pytest.raises(ValueError, match="duplicate parameter"):
         reg.register("b", description="dup", params=[PARAMS[0], PARAMS[0]])
@@ -214,7 +214,7 @@ def test_temporarily_undoes_registrations_and_replacements():
         attacks.register("loss", description=loss.description, params=loss.params, version=7, replace=True,
                          **loss.tags)(loss.obj)
         assert "scratch" in ATTACKS and ATTACKS.get("loss").version == 7
-        with pytest.raises(ValueError, match="registered twice"):
+        with pytest.raises(ValueError, match="already registered by"):
             attacks.register("loss", description="again")(lambda data: data)
     assert "scratch" not in ATTACKS and ATTACKS.get("loss") is loss
 
