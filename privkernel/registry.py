@@ -70,7 +70,7 @@ class Param:
         if self.type not in _TYPE_NAMES:
             raise TypeError(f"parameter {self.name!r}: unsupported type {self.type!r}")
         if self.default is not None:
-            self.validate(self.default, where="default")
+            self.validate(self.default, where=f"the default of parameter {self.name!r}")
 
     def range_text(self) -> str:
         """Human-readable description of the allowed values, e.g. ``[0, 1)`` or ``{'adam', 'sgd'}``."""
