@@ -9,9 +9,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.neural_network import MLPClassifier
-from sklearn.preprocessing import StandardScaler
 
 
 def check_finite(features: np.ndarray, attack: str, names: tuple[str, ...] = ()) -> None:
@@ -69,6 +66,11 @@ def member_probabilities(
     ValueError
         If the (subsampled) training rows are all members or all non-members.
     """
+    # imported here: scikit-learn costs seconds to import, and registering the attacks needs none of it
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+
     member = np.asarray(member, dtype=bool).ravel()
     if len(member) != len(X_train):
         raise ValueError(f"attack {attack!r}: {len(X_train)} training rows but {len(member)} membership labels")

@@ -7,7 +7,6 @@ First Principles", IEEE Symposium on Security and Privacy 2022.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
 
 from attacks.base import AttackData, AttackOutput
 from attacks.metric import true_class_log_probs
@@ -140,6 +139,8 @@ def lira_attack(
     ValueError
         If there are no references, or no OUT reference value at all.
     """
+    from scipy.stats import norm  # imported here: scipy.stats costs a second, and registration needs none of it
+
     if data.n_references == 0:
         raise ValueError("attack 'lira' needs reference models; run it with at least 2 models (protocol.n_models)")
     keep = np.asarray(data.reference_keep, dtype=bool)

@@ -14,7 +14,6 @@ The helpers here (:func:`clean_log_probs`, :func:`true_class_log_probs`, :func:`
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import logsumexp
 
 from attacks.base import AttackData, AttackOutput, true_class_loss
 from attacks.requirements import Release, always
@@ -57,6 +56,8 @@ def true_class_log_probs(log_probs: np.ndarray, labels: np.ndarray) -> tuple[np.
     labels
         True classes ``[N]``.
     """
+    from scipy.special import logsumexp
+
     lp = clean_log_probs(log_probs)
     on_label = _on_label(lp.shape[-1], labels)
     log_p_y = np.maximum(-true_class_loss(lp, labels), LOG_FLOOR)
@@ -91,6 +92,8 @@ def modified_entropy(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     labels
         True classes ``[N]``.
     """
+    from scipy.special import logsumexp
+
     lp = clean_log_probs(log_probs)
     n_classes = lp.shape[-1]
     on_label = _on_label(n_classes, labels)

@@ -7,7 +7,6 @@ ICML 2024.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import logsumexp
 
 from attacks.base import AttackData, AttackOutput
 from attacks.lira import equal_count_masks
@@ -36,6 +35,8 @@ def _gaussian_log_likelihoods(
 
 def _log_mean(log_values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``log`` of the mean of ``exp(log_values)`` over the rows ``[R, ·]`` where ``mask`` (−inf if none)."""
+    from scipy.special import logsumexp
+
     count = mask.sum(0)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_sum = logsumexp(np.where(mask, log_values, -np.inf), axis=0)
@@ -71,6 +72,8 @@ def _log_pr_x(
 
 def _log_pr_z(log_p_refs_z: np.ndarray, mode: str, a: float) -> np.ndarray:
     """``log Pr(z)`` of the population points: every reference is OUT for ``z``; offline applies ``a``."""
+    from scipy.special import logsumexp
+
     log_out = logsumexp(log_p_refs_z, axis=0) - np.log(len(log_p_refs_z))
     return log_out if mode == "online" else _offline_correction(log_out, a)
 

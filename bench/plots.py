@@ -12,23 +12,24 @@ matplotlib's Agg backend, writing a PNG and an SVG:
   flagged (:func:`bench.metrics.per_class_metrics`);
 - ``risk_<cell>``: histogram of the ``privacy_risk`` attack's scores (members vs non-members) and the riskiest
   records, also written to ``risk_<cell>.txt``.
+
+matplotlib is imported when the first figure is drawn (:func:`pyplot`), not with this module, so that the
+computing functions need none of it.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from bench.leaderboard import (  # noqa: E402
+from bench.leaderboard import (
     PRIVACY,
     PRIVACY_FPR,
     UTILITY_NAMES,
@@ -37,9 +38,12 @@ from bench.leaderboard import (  # noqa: E402
     pareto_mask,
     strongest,
 )
-from bench.metrics import per_class_metrics, roc_curve  # noqa: E402
-from bench.settings import format_value, matches  # noqa: E402
-from privkernel.errors import BenchError  # noqa: E402
+from bench.metrics import per_class_metrics, roc_curve
+from bench.settings import format_value, matches
+from privkernel.errors import BenchError
+
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
 
 #: The privacy axes of a frontier: leaderboard column of the value, of its CI bounds, and the axis label.
 FRONTIER_METRICS = {
@@ -50,13 +54,26 @@ UNDEFENDED = "none"
 RISK_ATTACK = "privacy_risk"
 FORMATS = ("png", "svg")
 
-plt.rcParams.update({
+#: matplotlib settings of every figure, applied by :func:`pyplot`.
+STYLE = {
     "svg.hashsalt": "privbench",  # stable ids: the same figure gives the same SVG
     "svg.fonttype": "none",  # text as text, not glyph paths: smaller, searchable SVGs
     "font.size": 9,
     "axes.titlesize": 10,
     "figure.dpi": 100,
-})
+}
+
+
+@functools.cache
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the Agg backend with :data:`STYLE`, imported on the first call (the first figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(STYLE)
+    return plt
 
 
 def slug(label: str) -> str:
@@ -67,6 +84,7 @@ def slug(label: str) -> str:
 
 def save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     """Write ``fig`` as ``name.png`` and ``name.svg`` (without timestamps, so reruns give the same files)."""
+    plt = pyplot()
     paths = []
     for fmt in FORMATS:
         path = out_dir / f"{name}.{fmt}"
@@ -152,8 +170,10 @@ def log_floor(values: Iterable[float]) -> float:
 
 def _defense_colors(names: Iterable[str]) -> dict[str, str]:
     others = sorted({n for n in names if n != UNDEFENDED})
-    palette = plt.get_cmap("tab10").colors
-    colors = {n: matplotlib.colors.to_hex(palette[i % len(palette)]) for i, n in enumerate(others)}
+    palette = pyplot().get_cmap("tab10").colors
+    from matplotlib.colors import to_hex
+
+    colors = {n: to_hex(palette[i % len(palette)]) for i, n in enumerate(others)}
     colors[UNDEFENDED] = "#000000"
     return colors
 
@@ -227,6 +247,7 @@ def plot_frontier(board: pd.DataFrame, out_dir: Path) -> list[Path]:
     group = board["group"].iloc[0]
     utility = board["utility_metric"].iloc[0] or "test_accuracy"
     colors = _defense_colors(board["defense_name"])
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
     for ax, metric in zip(axes, FRONTIER_METRICS, strict=True):
         _draw_frontier(ax, frontier_points(board, metric), metric, colors)
@@ -282,6 +303,7 @@ def plot_roc(samples: pd.DataFrame, cell: str, out_dir: Path, per_target: bool =
         return []
     curves.sort(key=lambda c: (-c[PRIVACY], -c["auc"], c["attack"], c["target"] or 0))
     floor = 0.5 / max(c["n_nonmembers"] for c in curves)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 6))
     cmap = plt.get_cmap("tab20")
     attacks = sorted({c["attack"] for c in curves})
@@ -335,6 +357,7 @@ def plot_per_class(samples: pd.DataFrame, attack: str, cell: str, out_dir: Path)
     if samples.empty or not is_classification(samples["label"].to_numpy()):
         return []
     table = per_class_series(samples)
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.1 * len(table) + 4), 4.4))
     x = np.arange(len(table))
     ticks = [f"class {format_value(r['label'])}\nn={r['n']} ({100 * r['share']:.0f} %)"
@@ -387,6 +410,7 @@ def plot_risk(samples: pd.DataFrame, cell: str, out_dir: Path, k: int = 10) -> l
     scores = samples["score"].to_numpy(dtype=float)
     member = samples["member"].to_numpy(dtype=bool)
     top = riskiest_records(samples, k)
+    plt = pyplot()
     fig, (ax, text_ax) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [2.2, 1]})
     bins = np.histogram_bin_edges(scores[np.isfinite(scores)], bins=40)
     ax.hist(scores[member], bins=bins, histtype="stepfilled", alpha=0.45, color="tab:red",

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, mannwhitneyu, wilcoxon
 
 from bench.rows import LABEL
 from privkernel.errors import BenchError
@@ -63,6 +62,8 @@ def _settings(rows: pd.DataFrame) -> pd.DataFrame:
 def leakage_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Per representation × defense × attack: TPR at FPR = 0 and 0.1 %, AUC, the random baseline, and the
     one-sided binomial test of "more members above every non-member than chance", pooled over targets."""
+    from scipy.stats import binomtest  # imported here, as in the functions below: scipy.stats costs a second
+
     out = []
     attack_rows = rows[rows["attack"].isin(ATTACKS + ("loss",)) & rows["auc"].notna()]
     for (rep, defense, attack), g in attack_rows.groupby(["representation", "defense_setting", "attack_key"]):
@@ -144,6 +145,8 @@ def _finding_union(unions: pd.DataFrame) -> Finding:
 
 
 def _finding_minority(per_class: pd.DataFrame) -> Finding:
+    from scipy.stats import wilcoxon
+
     pairs = per_class.dropna(subset=["minority_tpr_at_fpr_0", "majority_tpr_at_fpr_0"])
     diff = pairs["minority_tpr_at_fpr_0"] - pairs["majority_tpr_at_fpr_0"]
     p = wilcoxon(diff, alternative="greater").pvalue if (diff != 0).any() else 1.0
@@ -158,6 +161,8 @@ def _finding_minority(per_class: pd.DataFrame) -> Finding:
 
 
 def _finding_graph(rows: pd.DataFrame) -> Finding:
+    from scipy.stats import mannwhitneyu
+
     undefended = rows[(rows["defense"] == "none") & rows["attack"].isin(ATTACKS)]
     strongest = undefended.groupby(["representation", "target"])["auc"].max().reset_index()
     means = strongest.groupby("representation")["auc"].mean().sort_values()

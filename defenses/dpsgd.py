@@ -36,8 +36,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_map
@@ -85,6 +83,8 @@ def accountant_epsilon(noise_multiplier: float, sample_rate: float, steps: int, 
     """
     if noise_multiplier == 0:
         return math.inf
+    from opacus.accountants import create_accountant  # imported here: Opacus costs a second to import
+
     acc = create_accountant(mechanism=accountant)
     acc.history = [(noise_multiplier, sample_rate, steps)]
     return float(acc.get_epsilon(delta=delta))
@@ -94,6 +94,8 @@ def accountant_epsilon(noise_multiplier: float, sample_rate: float, steps: int, 
 def noise_for_epsilon(epsilon: float, sample_rate: float, steps: int, delta: float, accountant: str) -> float:
     """The smallest σ (to Opacus' search tolerance of 0.01 in ε) whose ε after ``steps`` steps is ≤ ``epsilon``
     (memoised: Opacus' bisection costs seconds to tens of seconds at small σ)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
     try:
         return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
                                           steps=steps, accountant=accountant))

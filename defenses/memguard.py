@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.special import logsumexp
 
 from defenses.base import Defense
 from privkernel.registry import DEFENSES, Param
@@ -17,6 +16,8 @@ LABEL_MARGIN = 1e-4
 
 def _top_and_rest(log_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mask of the predicted class (first argmax), its log-probability and the log of the others' total mass."""
+    from scipy.special import logsumexp  # imported here: scipy is not needed to register the defense
+
     log_probs = np.asarray(log_probs, dtype=np.float64)
     is_top = np.arange(log_probs.shape[-1]) == log_probs.argmax(-1)[..., None]
     log_top = np.where(is_top, log_probs, 0.0).sum(-1)

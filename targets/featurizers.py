@@ -9,8 +9,13 @@ when ``counts`` is true. A graph is a dict of float32 arrays padded to the large
 hydrogens stay implicit and enter the atom features as a count)::
 
     atoms  [N, A, ATOM_FEATURES]   per-atom features (see ATOM_FEATURE_NAMES); zero rows for padding
-    bonds  [N, A, A, len(BOND_TYPES)]  symmetric adjacency, one channel per bond type
+    bonds  [N, A, A, len(BOND_TYPE_NAMES)]  symmetric adjacency, one channel per bond type
     mask   [N, A]                  1 for a real atom, 0 for padding
+
+RDKit is imported only when a molecule is parsed or featurized (inside the functions below), so that importing
+this module (every ``python -m bench`` command registers the datasets that use it) costs nothing. The RDKit enums
+of the graph features are built on first use by :func:`hybridizations` and :func:`bond_types`; the module
+attributes ``HYBRIDIZATIONS`` and ``BOND_TYPES`` still resolve to them (lazily, through ``__getattr__``).
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rdkit import Chem, rdBase
-from rdkit.Chem import MACCSkeys, rdFingerprintGenerator
 
 from privkernel.errors import BenchError
+
+if TYPE_CHECKING:
+    from rdkit import Chem
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,8 @@ def parse_smiles(
     e.g. "line 7", else by their 0-based index); with ``drop_invalid=True`` they are left out, and their count
     and first rows are reported with :func:`warnings.warn` and the log.
     """
+    from rdkit import Chem, rdBase
+
     names = list(row_names) if row_names is not None else [f"row {i}" for i in range(len(smiles))]
     if len(names) != len(smiles):
         raise ValueError(f"{len(names)} row names for {len(smiles)} SMILES")
@@ -75,6 +84,8 @@ def parse_smiles(
 
 def _as_mols(molecules: Sequence[str | Chem.Mol]) -> list[Chem.Mol]:
     """Molecules as RDKit ``Mol`` objects: strings are parsed (invalid ones raise), ``Mol`` objects pass through."""
+    from rdkit import Chem
+
     if all(isinstance(m, Chem.Mol) for m in molecules):
         return list(molecules)
     strings = [m for m in molecules if not isinstance(m, Chem.Mol)]
@@ -95,12 +106,16 @@ def _generator_fingerprints(generator: Any, mols: list[Chem.Mol], n_bits: int, c
 
 def ecfp(molecules: Sequence[str | Chem.Mol], radius: int = 2, n_bits: int = 2048, counts: bool = False) -> np.ndarray:
     """Extended-connectivity (Morgan) fingerprints ``[N, n_bits]``: radius 2 is ECFP4, radius 3 is ECFP6."""
+    from rdkit.Chem import rdFingerprintGenerator
+
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
     return _generator_fingerprints(generator, _as_mols(molecules), n_bits, counts)
 
 
 def rdkit_path(molecules: Sequence[str | Chem.Mol], n_bits: int = 2048, counts: bool = False) -> np.ndarray:
     """RDKit path (Daylight-like) fingerprints ``[N, n_bits]``: linear and branched subgraphs of 1–7 bonds."""
+    from rdkit.Chem import rdFingerprintGenerator
+
     generator = rdFingerprintGenerator.GetRDKitFPGenerator(fpSize=n_bits)
     return _generator_fingerprints(generator, _as_mols(molecules), n_bits, counts)
 
@@ -110,6 +125,8 @@ MACCS_BITS = 167
 
 def maccs(molecules: Sequence[str | Chem.Mol]) -> np.ndarray:
     """The 166 MACCS structural keys as ``[N, 167]`` bits (RDKit's numbering: bit 0 is unused and always 0)."""
+    from rdkit.Chem import MACCSkeys
+
     mols = _as_mols(molecules)
     out = np.zeros((len(mols), MACCS_BITS), dtype=np.float32)
     for i, mol in enumerate(mols):
@@ -123,20 +140,49 @@ def maccs(molecules: Sequence[str | Chem.Mol]) -> np.ndarray:
 ELEMENTS = ("C", "N", "O", "S", "F", "Cl", "Br", "I", "P", "B", "Si", "Se")
 DEGREES = (0, 1, 2, 3, 4, 5)  # 5 means "5 or more"
 FORMAL_CHARGES = (-1, 0, 1)  # plus an "other" slot
-HYBRIDIZATIONS = (
-    Chem.rdchem.HybridizationType.SP,
-    Chem.rdchem.HybridizationType.SP2,
-    Chem.rdchem.HybridizationType.SP3,
-)  # plus an "other" slot (S, SP3D, SP3D2, unspecified …)
+#: Names of the ``rdkit.Chem.rdchem.HybridizationType`` members with their own slot (:func:`hybridizations`).
+HYBRIDIZATION_NAMES = ("SP", "SP2", "SP3")  # plus an "other" slot (S, SP3D, SP3D2, unspecified …)
 NUM_HS = (0, 1, 2, 3, 4)  # 4 means "4 or more"
 
-#: Bond channels of the adjacency; any other bond type (dative, zero-order …) is counted as single.
-BOND_TYPES = (
-    Chem.rdchem.BondType.SINGLE,
-    Chem.rdchem.BondType.DOUBLE,
-    Chem.rdchem.BondType.TRIPLE,
-    Chem.rdchem.BondType.AROMATIC,
-)
+#: Bond channels of the adjacency, as names of ``rdkit.Chem.rdchem.BondType`` members (:func:`bond_types`); any
+#: other bond type (dative, zero-order …) is counted as single.
+BOND_TYPE_NAMES = ("SINGLE", "DOUBLE", "TRIPLE", "AROMATIC")
+
+
+@cache
+def hybridizations() -> tuple[Chem.rdchem.HybridizationType, ...]:
+    """The RDKit hybridization types with their own one-hot slot, in the order of :data:`HYBRIDIZATION_NAMES`."""
+    from rdkit import Chem
+
+    return tuple(getattr(Chem.rdchem.HybridizationType, name) for name in HYBRIDIZATION_NAMES)
+
+
+@cache
+def bond_types() -> tuple[Chem.rdchem.BondType, ...]:
+    """The RDKit bond types of the adjacency's channels, in the order of :data:`BOND_TYPE_NAMES`."""
+    from rdkit import Chem
+
+    return tuple(getattr(Chem.rdchem.BondType, name) for name in BOND_TYPE_NAMES)
+
+
+@cache
+def _hybrid_index() -> dict[Chem.rdchem.HybridizationType, int]:
+    return {h: i for i, h in enumerate(hybridizations())}
+
+
+@cache
+def _bond_index() -> dict[Chem.rdchem.BondType, int]:
+    return {b: i for i, b in enumerate(bond_types())}
+
+
+_LAZY = {"HYBRIDIZATIONS": hybridizations, "BOND_TYPES": bond_types}
+
+
+def __getattr__(name: str) -> Any:
+    """``HYBRIDIZATIONS`` and ``BOND_TYPES``, the RDKit enums, built (importing RDKit) on first access."""
+    if name in _LAZY:
+        return _LAZY[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 ATOM_FEATURE_NAMES: tuple[str, ...] = (
     *(f"element={e}" for e in ELEMENTS),
@@ -146,7 +192,7 @@ ATOM_FEATURE_NAMES: tuple[str, ...] = (
     *(f"charge={c:+d}" for c in FORMAL_CHARGES),
     "charge=other",
     "aromatic",
-    *(f"hybridization={h}" for h in HYBRIDIZATIONS),
+    *(f"hybridization={h}" for h in HYBRIDIZATION_NAMES),
     "hybridization=other",
     *(f"num_hs={h}" for h in NUM_HS[:-1]),
     f"num_hs>={NUM_HS[-1]}",
@@ -155,8 +201,6 @@ ATOM_FEATURES = len(ATOM_FEATURE_NAMES)
 
 _ELEMENT_INDEX = {e: i for i, e in enumerate(ELEMENTS)}
 _CHARGE_INDEX = {c: i for i, c in enumerate(FORMAL_CHARGES)}
-_HYBRID_INDEX = {h: i for i, h in enumerate(HYBRIDIZATIONS)}
-_BOND_INDEX = {b: i for i, b in enumerate(BOND_TYPES)}
 
 
 def atom_features(atom: Chem.Atom) -> np.ndarray:
@@ -166,7 +210,7 @@ def atom_features(atom: Chem.Atom) -> np.ndarray:
         (min(atom.GetDegree(), DEGREES[-1]), len(DEGREES)),
         (_CHARGE_INDEX.get(atom.GetFormalCharge(), len(FORMAL_CHARGES)), len(FORMAL_CHARGES) + 1),
         (int(atom.GetIsAromatic()), None),
-        (_HYBRID_INDEX.get(atom.GetHybridization(), len(HYBRIDIZATIONS)), len(HYBRIDIZATIONS) + 1),
+        (_hybrid_index().get(atom.GetHybridization(), len(HYBRIDIZATION_NAMES)), len(HYBRIDIZATION_NAMES) + 1),
         (min(atom.GetTotalNumHs(), NUM_HS[-1]), len(NUM_HS)),
     )
     parts = []
@@ -185,16 +229,17 @@ def graph(molecules: Sequence[str | Chem.Mol]) -> dict[str, np.ndarray]:
     mols = _as_mols(molecules)
     n_atoms = max((m.GetNumAtoms() for m in mols), default=0)
     atoms = np.zeros((len(mols), n_atoms, ATOM_FEATURES), dtype=np.float32)
-    bonds = np.zeros((len(mols), n_atoms, n_atoms, len(BOND_TYPES)), dtype=np.float32)
+    bonds = np.zeros((len(mols), n_atoms, n_atoms, len(BOND_TYPE_NAMES)), dtype=np.float32)
     mask = np.zeros((len(mols), n_atoms), dtype=np.float32)
-    single = _BOND_INDEX[Chem.rdchem.BondType.SINGLE]
+    bond_index = _bond_index()
+    single = BOND_TYPE_NAMES.index("SINGLE")
     for i, mol in enumerate(mols):
         for atom in mol.GetAtoms():
             atoms[i, atom.GetIdx()] = atom_features(atom)
         mask[i, : mol.GetNumAtoms()] = 1.0
         for bond in mol.GetBonds():
             a, b = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
-            channel = _BOND_INDEX.get(bond.GetBondType(), single)
+            channel = bond_index.get(bond.GetBondType(), single)
             bonds[i, a, b, channel] = bonds[i, b, a, channel] = 1.0
     return {"atoms": atoms, "bonds": bonds, "mask": mask}
 
