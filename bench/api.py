@@ -75,7 +75,8 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise BenchError("device cuda was requested but torch sees no CUDA GPU; use --device cpu (device=\"cpu\" in Python) or auto")
+        raise BenchError("device cuda was requested but torch sees no CUDA GPU; use --device cpu "
+                         "(device=\"cpu\" in Python) or auto")
     return requested
 
 

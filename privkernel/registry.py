@@ -17,7 +17,6 @@ and is then found by name in grid files, ``python -m bench list`` and the cache 
 
 from __future__ import annotations
 
-import importlib
 import math
 import types
 import typing
