@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: ``np.trapezoid`` (NumPy >= 2.0, which deprecates ``np.trapz``), or ``np.trapz`` on NumPy 1.26 (the floor).
+trapezoid = getattr(np, "trapezoid", None) or np.trapz
+
 
 def check_scores(scores: np.ndarray, membership: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``scores`` as float64 and ``membership`` as bool, or ``ValueError`` unless they are equal 1-d shapes without
@@ -51,7 +54,7 @@ def roc_curve(scores: np.ndarray, membership: np.ndarray) -> tuple[np.ndarray, n
 def auc(scores: np.ndarray, membership: np.ndarray) -> float:
     """Area under the ROC curve: P(member score > non-member score) + 0.5 P(tie)."""
     fpr, tpr, _ = roc_curve(scores, membership)
-    return float(np.trapezoid(tpr, fpr))
+    return float(trapezoid(tpr, fpr))
 
 
 def tpr_at_fpr(scores: np.ndarray, membership: np.ndarray, max_fpr: float) -> float:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.roc import auc, best_threshold, check_scores, roc_curve, tpr_at_fpr  # noqa: F401  (the metrics' API)
+from attacks.roc import (  # noqa: F401  (the metrics' API)
+    auc,
+    best_threshold,
+    check_scores,
+    roc_curve,
+    tpr_at_fpr,
+    trapezoid,
+)
 
 #: The false-positive rates at which the store reports the TPR (LiRA's argument: low-FPR power matters).
 FPR_LEVELS: dict[str, float] = {"tpr_at_fpr_0": 0.0, "tpr_at_fpr_0.1pct": 0.001, "tpr_at_fpr_1pct": 0.01}
@@ -56,7 +63,7 @@ def attack_metrics(scores: np.ndarray, membership: np.ndarray, threshold: float)
     scores, membership = check_scores(scores, membership)
     fpr, tpr, _ = roc_curve(scores, membership)
     return AttackMetrics(
-        auc=float(np.trapezoid(tpr, fpr)),
+        auc=float(trapezoid(tpr, fpr)),
         balanced_accuracy=balanced_accuracy(scores, membership, threshold),
         threshold=threshold,
         tprs={name: float(tpr[fpr <= level + 1e-12].max()) for name, level in FPR_LEVELS.items()},

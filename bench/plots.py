@@ -38,7 +38,7 @@ from bench.leaderboard import (
     pareto_mask,
     strongest,
 )
-from bench.metrics import per_class_metrics, roc_curve
+from bench.metrics import per_class_metrics, roc_curve, trapezoid
 from bench.settings import format_value, matches
 from privkernel.errors import BenchError
 
@@ -290,7 +290,7 @@ def roc_series(samples: pd.DataFrame, per_target: bool = False) -> list[dict]:
         curves.append({
             "attack": key[0] if isinstance(key, tuple) else key,
             "target": int(key[1]) if per_target else None,
-            "fpr": fpr, "tpr": tpr, "auc": float(np.trapezoid(tpr, fpr)),
+            "fpr": fpr, "tpr": tpr, "auc": float(trapezoid(tpr, fpr)),
             "n_nonmembers": int((~member).sum()),
             PRIVACY: float(tpr[fpr <= PRIVACY_FPR + 1e-12].max()),
         })
