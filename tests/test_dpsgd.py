@@ -38,6 +38,7 @@ from targets.datasets import Dataset
 from targets.ensemble import Ensemble
 from targets.membership import membership_matrix
 from tests.conftest import TINY_GRID, write_grid
+from tests.training import same_dropout_masks_as_vmap
 
 #: Agreement with Opacus in float32 (the two sides sum the same terms in different orders).
 ATOL = 1e-6
@@ -264,6 +265,7 @@ def test_target_epsilon_is_reached_from_below(accountant, target):
     assert again.get_epsilon(delta=1e-5) == pytest.approx(info["epsilon"], rel=1e-9)
 
 
+@same_dropout_masks_as_vmap
 def test_training_is_seeded_and_the_loop_engine_runs_the_same_algorithm():
     g = torch.Generator().manual_seed(1)
     X, y = torch.randn(90, 6, generator=g), torch.randint(0, 3, (90,), generator=g)

@@ -7,7 +7,7 @@ from privkernel.hashing import derive_seed
 from targets.architectures import mlp
 from targets.ensemble import Ensemble, minibatch_indices
 from targets.membership import membership_matrix
-from tests.training import train
+from tests.training import same_dropout_masks_as_vmap, train
 
 
 def factory():
@@ -119,6 +119,7 @@ def test_loop_engine_matches_ensemble_without_dropout():
     torch.testing.assert_close(stacked.predict(X), looped.predict(X), rtol=1e-4, atol=1e-5)
 
 
+@same_dropout_masks_as_vmap
 def test_loop_engine_matches_ensemble_with_dropout():
     """The loop engine steps the models together, so its dropout masks come from the same stream, model after
     model, as the stacked engine's vmap draws them: the two agree to float rounding even with dropout, while

@@ -5,11 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from privkernel.registry import ENGINES
 from targets.ensemble import Ensemble, Inputs
 from targets.training import LossFn, TrainingHooks, TrainingLog, TrainingSettings, default_loss
+
+#: The loop engine draws each model's dropout masks as vmap's ``randomness="different"`` does on the torch that CI
+#: installs (2.13); on torch 2.2 and 2.6 (checked by hand) vmap draws other masks, so the two engines agree only in
+#: distribution there. Tests of mask-for-mask equality run from 2.13 on.
+same_dropout_masks_as_vmap = pytest.mark.skipif(
+    tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) < (2, 13),
+    reason="the loop engine reproduces vmap's per-model dropout masks on torch >= 2.13 only",
+)
 
 
 def train(
