@@ -143,27 +143,36 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--results", default="results", metavar="DIR",
                          help="folder of the results store results.sqlite (default: %(default)s)")
 
-    lst = sub.add_parser("list", help="list registered components with their parameters")
+    lst = sub.add_parser("list", help="list registered components with their parameters, and the training and "
+                         "protocol options of a grid")
     lst.add_argument("family", nargs="?", metavar="FAMILY",
-                     help="datasets, architectures, defenses or attacks (default: all)")
+                     help="datasets, architectures, defenses, attacks or engines (default: all five), or a grid's "
+                     "training or protocol options")
     lst.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from bench.spec import PROTOCOL_PARAMS
     from privkernel.registry import REGISTRIES
+    from targets.training import training_options
 
-    families = list(REGISTRIES)
+    options = {"training": training_options(), "protocol": PROTOCOL_PARAMS}  # a grid's `training:`, `protocol:`
+    families = [*REGISTRIES, *options]
     if args.family is not None:
-        if args.family not in REGISTRIES:
+        if args.family not in families:
             raise BenchError(
                 f"unknown family {args.family!r}{did_you_mean(args.family, families)}; choose one of: "
                 f"{', '.join(families)}"
             )
         families = [args.family]
-    described = {f: [REGISTRIES[f].get(n).describe() for n in REGISTRIES[f].names()] for f in families}
+    else:  # all the component families; the grid's options only when named
+        families = list(REGISTRIES)
+    described = {f: [REGISTRIES[f].get(n).describe() for n in REGISTRIES[f].names()] for f in families
+                 if f in REGISTRIES}
+    settings = {f: [p.describe() for p in options[f]] for f in families if f in options}
     if args.json:
-        print(json.dumps(described, indent=2))
+        print(json.dumps({**described, **settings}, indent=2))
         return 0
     for family, components in described.items():
         print(f"{family}:")
@@ -180,6 +189,10 @@ def cmd_list(args: argparse.Namespace) -> int:
                 elif t["set"]:
                     shown = "a function of the params; at the defaults " if t["per_params"] else ""
                     print(f"      tag {t['name']} ({t['type']}): {shown}{t['value']!r}")
+    for family, params in settings.items():
+        print(f"{family}:")
+        for p in params:
+            print(f"  {p['name']:<16} ({p['type']}, default {p['default']!r}, {p['allowed']}): {p['help']}")
     return 0
 
 

@@ -18,7 +18,11 @@ A grid file looks like::
 Cells are the Cartesian product of datasets × architectures × defenses × training × protocol × seeds, less the
 cells that match an ``exclude`` rule (every key of the rule equal to the cell's value; a list means any of).
 Attacks are not an axis of cells: every attack of the grid runs on the same trained models of each cell.
-Every component and parameter is validated here, before anything runs.
+Every component and parameter is validated here, before anything runs. The options of ``training`` are
+:func:`targets.training.training_options` (``python -m bench list training``), those of ``protocol``
+:data:`bench.spec.PROTOCOL_PARAMS` (``python -m bench list protocol``); a training option of
+:data:`targets.training.KEYED_WHEN_SET` (``schedule``, ``warmup``) left at its default is not part of the cell's
+training settings, so that it changes no cell key.
 """
 
 from __future__ import annotations
@@ -27,42 +31,19 @@ import itertools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from importlib.resources import files
 from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from attacks.requirements import RoundSnapshots, find, requirements_of
-from bench.spec import Cell, ComponentSpec, Union
+from bench.spec import PROTOCOL_PARAMS, Cell, ComponentSpec, Union
 from privkernel.errors import BenchError, did_you_mean
 from privkernel.hashing import stable_hash
 from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, ENGINES, Param, Registry, validate_params
-
-TRAINING_PARAMS = (
-    Param("epochs", int, 30, "passes over each model's training set (federated engine: local epochs per round)",
-          low=1, high=100_000),
-    Param("batch_size", int, 64, "minibatch size per model", low=1, high=1_000_000),
-    Param("lr", float, 1e-3, "learning rate", low=0.0, low_inclusive=False, high=10.0),
-    Param("optimizer", str, "adam", "optimizer of every model", choices=("adam", "sgd")),
-    Param("momentum", float, 0.9, "SGD momentum (ignored by adam)", low=0.0, high=1.0, high_inclusive=False),
-    Param("engine", str, "ensemble", "train the M models stacked with vmap ('ensemble'), one by one ('loop'), or "
-          "each by FedAvg over sites of its records ('federated'): see `python -m bench list engines`",
-          choices=tuple(ENGINES.names())),
-    # every engine's own settings; a cell keeps those of its engine (engine_settings)
-    *(param for name in ENGINES.names() for param in ENGINES.get(name).params),
-)
-
-PROTOCOL_PARAMS = (
-    Param("n_models", int, 16, "models trained per cell (M); each serves as target with the others as references",
-          low=2, high=4096),
-    Param("n_targets", int, 4, "models evaluated as the target, one store row each", low=1, high=4096),
-    Param("test_fraction", float, 0.3, "share of the dataset held out as test set (utility only, never audited)",
-          low=0.0, high=1.0, low_inclusive=False, high_inclusive=False),
-    Param("calibration_models", int, 2, "reference models whose scores choose the balanced-accuracy threshold",
-          low=1, high=4096),
-)
+from targets.training import KEYED_WHEN_SET, omit_defaults, training_options
 
 UNION_FPR = Param("fpr", float, 0.0, "false-positive rate of each attack of a union", low=0.0, high=1.0,
                   high_inclusive=False)
@@ -151,7 +132,7 @@ def expand_grid(raw: Any, path: Path) -> Grid:
 
     where = f"grid {path}"
     axes = {key: _component_axis(raw[key], registry, f"{where}: {key}") for key, registry in AXES.items()}
-    training = _engine_settings(_sweep(TRAINING_PARAMS, raw.get("training"), f"{where}: training"),
+    training = _engine_settings(_sweep(training_options(), raw.get("training"), f"{where}: training"),
                                 f"{where}: training")
     protocol = _sweep(PROTOCOL_PARAMS, raw.get("protocol"), f"{where}: protocol")
     for proto in protocol:
@@ -393,7 +374,9 @@ def engine_settings(training: dict[str, Any]) -> dict[str, Any]:
 
 def _engine_settings(trainings: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
     """Each training's settings for its engine: an engine's settings go to the trainings of a sweep that use it
-    (``engine: [ensemble, federated]``) and are refused when no training uses it."""
+    (``engine: [ensemble, federated]``) and are refused when no training uses it. The :data:`KEYED_WHEN_SET`
+    options at their defaults are left out (:func:`targets.training.omit_defaults`); set away from them, they are
+    refused for an engine that does not train by one run of the loop (federated)."""
     used = {train["engine"] for train in trainings}
     for name in ENGINES.names():
         if name in used:
@@ -404,7 +387,16 @@ def _engine_settings(trainings: list[dict[str, Any]], where: str) -> list[dict[s
                 f"{where}: {', '.join(stray)} apply to the {name} engine only, but no training of the grid uses it; "
                 f"add `engine: {name}` or remove them"
             )
-    return list({stable_hash(settings): settings for settings in map(engine_settings, trainings)}.values())
+    kept = [omit_defaults(engine_settings(train)) for train in trainings]
+    for train in kept:
+        scheduled = [f"{k}={train[k]!r}" for k in KEYED_WHEN_SET if k in train]
+        if scheduled and not ENGINES.get(train["engine"]).obj.runs_one_loop():
+            raise BenchError(
+                f"{where}: {', '.join(scheduled)} set a learning-rate schedule over one run of the training loop, but "
+                f"the {train['engine']} engine runs the loop once per round with a fresh optimizer, so no schedule "
+                "spans its training; remove schedule and warmup from this training, or use engine 'ensemble' or 'loop'"
+            )
+    return list({stable_hash(settings): settings for settings in kept}.values())
 
 
 

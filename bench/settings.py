@@ -22,9 +22,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench.grid import PROTOCOL_PARAMS, TRAINING_PARAMS
 from bench.rows import LABEL
+from bench.spec import PROTOCOL_PARAMS
 from privkernel.errors import BenchError
+from targets.training import training_options
 
 #: Columns naming a setting in every report table.
 SETTING_COLUMNS = ("dataset", "architecture", "defense", "options")
@@ -33,7 +34,7 @@ GROUP_COLUMNS = ("dataset", "architecture")
 FAMILIES = ("dataset", "architecture", "defense")
 
 _OPTION_DEFAULTS = {
-    **{f"training.{p.name}": p.default for p in TRAINING_PARAMS},
+    **{f"training.{p.name}": p.default for p in training_options()},
     **{p.name: p.default for p in PROTOCOL_PARAMS},
 }
 

@@ -1,4 +1,5 @@
-"""The specification of one grid cell: its components, training and protocol settings, and its key."""
+"""The specification of one grid cell: its components, training and protocol settings, and its key; and the
+protocol's options (:data:`PROTOCOL_PARAMS`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from privkernel.hashing import stable_hash
-from privkernel.registry import ENGINES
+from privkernel.registry import ENGINES, Param
+
+#: The options of a grid's ``protocol:``, the audit's design (``python -m bench list protocol``).
+PROTOCOL_PARAMS = (
+    Param("n_models", int, 16, "models trained per cell (M) on one pool, each record a member of half of them "
+          "(Carlini et al. 2022); a target's reference models are the other M - 1", low=2, high=4096),
+    Param("n_targets", int, 4, "how many of the M models are audited as the target (models 0 to n_targets - 1), "
+          "one store row each per attack", low=1, high=4096),
+    Param("test_fraction", float, 0.3, "share of the dataset held out of the pool as a test set: it measures "
+          "utility only and is never audited", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False),
+    Param("calibration_models", int, 2, "reference models whose scores choose each attack's balanced-accuracy "
+          "threshold (at most n_models - 1)", low=1, high=4096),
+)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@
     ... and after every epoch: hooks.end_epoch(run, epoch)  (early stopping; a model it deactivates is frozen)
     ... and at the end: hooks.finish(run), the run's facts
 
+The learning rate of the optimizer step follows the settings' schedule (:func:`lr_factor`).
+
 A defense fills only the hooks it needs (:class:`TrainingHooks`); an engine (:class:`Engine`, registered in
 :data:`privkernel.registry.ENGINES`) decides how the M models are computed (stacked with ``vmap``, one by one, or
 federated) and refuses, before anything runs, hooks it cannot serve.
@@ -20,9 +22,10 @@ federated) and refuses, before anything runs, hooks it cannot serve.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import ClassVar
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,7 +33,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from privkernel.hashing import derive_seed
-from privkernel.registry import ENGINES
+from privkernel.registry import ENGINES, Param
 from targets.ensemble import Ensemble, Inputs, minibatch_indices, n_records, take
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -48,9 +51,60 @@ def default_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return per_point.view(labels.shape).mean(dim=1)
 
 
+SCHEDULES = ("constant", "cosine")
+
+#: The options of the training loop as a grid's ``training:`` sets them; :func:`training_options` adds the engine
+#: and the engines' own settings.
+TRAINING_PARAMS = (
+    Param("epochs", int, 30, "passes over the data: every model takes ceil(n_max / batch_size) steps per epoch, "
+          "n_max the most members a model of the cell has (a model with fewer cycles through its own again); "
+          "DP-SGD with Poisson sampling: round(n_max / batch_size) steps; federated engine: local epochs per round",
+          low=1, high=100_000),
+    Param("batch_size", int, 64, "records per model and step (DP-SGD with Poisson sampling: the sampling rate is "
+          "batch_size / n_max, so this is the largest model's expected batch)", low=1, high=1_000_000),
+    Param("lr", float, 1e-3, "base learning rate of every model's optimizer (adam or sgd); `schedule` and `warmup` "
+          "scale it step by step", low=0.0, low_inclusive=False, high=10.0),
+    Param("optimizer", str, "adam", "the models' optimizer: torch.optim.Adam (betas 0.9, 0.999; a defense's weight "
+          "decay is added to the gradient) or torch.optim.SGD with `momentum`", choices=("adam", "sgd")),
+    Param("momentum", float, 0.9, "momentum μ of sgd, in torch's form v <- μ·v + g, θ <- θ - lr·v (no dampening, "
+          "not Nesterov); ignored by adam, whose β1 is 0.9", low=0.0, high=1.0, high_inclusive=False),
+    Param("schedule", str, "constant", "learning rate over each model's training steps, after the warm-up: "
+          "'constant' keeps lr; 'cosine' decays it from lr to 0 as lr·(1 + cos(π·p))/2, p the share of the steps "
+          "after the warm-up that are done (see targets.training.lr_factor). Ensemble and loop engines; the federated "
+          "engine refuses it", choices=SCHEDULES),
+    Param("warmup", float, 0.0, "share of each model's training steps over which the learning rate rises linearly "
+          "to lr, from lr/(warm-up steps) at the first step (the recipe of LiRA's training code: 0.01); 0: none. "
+          "Ensemble and loop engines; the federated engine refuses it", low=0.0, high=1.0, high_inclusive=False),
+)
+
+#: Training options that enter a cell's training settings (hence its key, label and store columns) only when set
+#: away from their defaults: the options added after cell keys were first written, so that adding them moved no
+#: key and orphaned no cache entry. An option added later goes here too. They reach the loop through the engine
+#: (:class:`Engine`), since :meth:`defenses.base.Defense.train` names only the options that came before them.
+KEYED_WHEN_SET = ("schedule", "warmup")
+
+
+def training_options() -> tuple[Param, ...]:
+    """Every option of a grid's ``training:``: :data:`TRAINING_PARAMS`, the engine, and each registered engine's
+    own settings (their help says which engine reads them). Built when called, once every engine is registered."""
+    engine = Param("engine", str, "ensemble", "how the M models are computed: stacked with vmap ('ensemble'), one "
+                   "by one ('loop'), or each by FedAvg over sites of its records ('federated'): see `python -m bench "
+                   "list engines`", choices=tuple(ENGINES.names()))
+    own = tuple(replace(p, help=f"{name} engine only: {p.help}") for name in ENGINES.names()
+                for p in ENGINES.get(name).params)
+    return (*TRAINING_PARAMS, engine, *own)
+
+
+def omit_defaults(training: Mapping[str, Any]) -> dict[str, Any]:
+    """``training`` without the :data:`KEYED_WHEN_SET` options that are at their defaults."""
+    defaults = {p.name: p.default for p in TRAINING_PARAMS if p.name in KEYED_WHEN_SET}
+    return {k: v for k, v in training.items() if not (k in defaults and v == defaults[k])}
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
-    """The recipe shared by the M models: passes over the data, minibatch size and optimizer."""
+    """The recipe shared by the M models: passes over the data, minibatch size, optimizer and learning-rate
+    schedule (:data:`TRAINING_PARAMS` says what each means)."""
 
     epochs: int
     batch_size: int
@@ -58,6 +112,51 @@ class TrainingSettings:
     optimizer: str
     momentum: float
     weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup: float = 0.0
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the learning rate changes during training."""
+        return self.schedule != "constant" or self.warmup > 0
+
+
+def lr_factor(schedule: str, warmup: float, before: float, after: float) -> float:
+    r"""The factor on the base learning rate of the step that takes a model's training from ``before`` to
+    ``after``, the shares of its steps done before and after it.
+
+    Parameters
+    ----------
+    schedule
+        ``"constant"`` or ``"cosine"``.
+    warmup
+        :math:`w \in [0, 1)`, the share of the steps over which the rate rises.
+    before, after
+        :math:`p^-` and :math:`p^+`: the step is step :math:`s` (from 0) of the :math:`S_e` steps of epoch
+        :math:`e` (from 1) of :math:`E`, and :math:`p^- = (e - 1 + s/S_e)/E`, :math:`p^+ = (e - 1 + (s+1)/S_e)/E`.
+
+    Returns
+    -------
+    float
+        .. math::
+
+            f = \min\big(1, p^+ / w\big) \cdot d, \qquad
+            d = \begin{cases} 1 & \text{constant} \\
+                \tfrac12\big(1 + \cos(\pi \min(1, \max(0, (p^- - w)/(1 - w))))\big) & \text{cosine}
+            \end{cases}
+
+        (the warm-up term is 1 when :math:`w = 0`). With :math:`S` steps in every epoch, :math:`T = E S` and
+        step :math:`t = (e-1)S + s`, the warm-up gives :math:`(t+1)/(wT)` until the rate reaches the base, and
+        without warm-up the cosine is :math:`\tfrac12(1 + \cos(\pi t/T))`, PyTorch's ``CosineAnnealingLR``
+        with ``T_max = T`` and ``eta_min = 0``. LiRA's training code (Carlini et al. 2022) warms up over the first
+        1 % of its steps, hence ``warmup: 0.01`` for its recipe (its decay, :math:`\cos(7\pi p/16)`, ends at
+        0.2·lr rather than 0).
+    """
+    factor = 1.0 if warmup == 0 else min(1.0, after / warmup)
+    if schedule == "cosine":
+        decayed = min(1.0, max(0.0, (before - warmup) / (1 - warmup)))
+        factor *= 0.5 * (1 + math.cos(math.pi * decayed))
+    return factor
 
 
 @dataclass(frozen=True)
@@ -181,6 +280,36 @@ def make_optimizer(params: list[torch.Tensor], settings: TrainingSettings) -> to
     return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    r"""Set the learning rate of the step to come, for every model of the stacked optimizer.
+
+    Notes
+    -----
+    The schedule is a function of each model's own progress, the share of *its* training steps done
+    (:func:`lr_factor`). In one run of the loop every model takes the same steps: an epoch is
+    ``ceil(n_max / batch_size)`` steps for all M models (:func:`targets.ensemble.minibatch_indices`: a model with
+    fewer members than the largest cycles through its own again), DP-SGD's Poisson plan gives every model the
+    same ``round(1/q)`` steps, and the federated engine gives every site of a round the steps of the largest.
+    So the M models, whatever their training-set sizes, share their progress at every step, and one rate serves
+    them all exactly. Adam and SGD act elementwise, and their state does not depend on the rate: for model
+    ``m``'s slice of the stacked parameters at step ``t``,
+
+    .. math::
+
+        \text{Adam:}\quad & m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,
+        \quad \theta_t = \theta_{t-1} - \eta_t\,\hat m_t / (\sqrt{\hat v_t} + \epsilon) \\
+        \text{SGD:}\quad & b_t = \mu b_{t-1} + g_t,\quad \theta_t = \theta_{t-1} - \eta_t\, b_t
+
+    (:math:`g_t` including a defense's weight decay), which is the step that model's own optimizer takes when a
+    scheduler sets its rate to :math:`\eta_t`: the stacked training with a schedule is M independent scheduled
+    trainings. Should models of one run ever be at different progress, model ``m``'s rate :math:`\eta_{m,t}` would
+    be exact by scaling its parameter change by :math:`\eta_{m,t}/\eta_t`, for the same reason: the change is
+    linear in the rate and the state does not depend on it.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def fit(
     ensemble: Ensemble, X: Inputs, y: torch.Tensor, keep: np.ndarray, settings: TrainingSettings, *, seed: int,
     hooks: TrainingHooks | None = None, engine: Engine | None = None,
@@ -223,7 +352,14 @@ def fit(
         torch.manual_seed(derive_seed(seed, "dropout"))
         for epoch in range(1, settings.epochs + 1):
             total, steps = torch.zeros(n_models, device=device), 0
-            for batch in hooks.batches(run):
+            batches = hooks.batches(run)
+            if settings.scheduled:  # the epoch's number of steps sets each step's share of the training
+                batches = list(batches)
+            for batch in batches:
+                if settings.scheduled:
+                    set_learning_rate(run.optimizer, settings.lr * lr_factor(
+                        settings.schedule, settings.warmup, (epoch - 1 + steps / len(batches)) / settings.epochs,
+                        (epoch - 1 + (steps + 1) / len(batches)) / settings.epochs))
                 total += _step(run, hooks, batch)
                 steps += 1
             history[epoch - 1] = np.where(run.active.cpu().numpy(), (total / steps).cpu().numpy(), np.nan)
@@ -311,7 +447,11 @@ class Engine:
     with the training settings it alone reads (its parameters).
 
     An engine is built with its parameters (``ENGINES.get(name).obj(**params)``); the stacked and loop engines
-    have none.
+    have none, but take the loop's :data:`KEYED_WHEN_SET` options (``schedule``, ``warmup``) as keywords and hand
+    them to :func:`fit` in the settings: :meth:`defenses.base.Defense.train` passes every training option it does
+    not name to the engine. An engine that overrides :meth:`train` (the federated engine runs the loop once per
+    round, each with a fresh optimizer) takes none of them: :meth:`runs_one_loop` says which engines do, and a
+    grid that sets them for another engine is refused at load.
 
     Attributes
     ----------
@@ -324,6 +464,18 @@ class Engine:
     stacked: ClassVar[bool] = True
     runs_hooks: ClassVar[frozenset[str]] = frozenset(TrainingHooks.HOOKS)
     name: ClassVar[str] = ""
+
+    def __init__(self, **loop_settings: Any) -> None:
+        unknown = sorted(set(loop_settings) - set(KEYED_WHEN_SET))
+        if unknown:
+            raise TypeError(f"the {self.name} engine has no parameter(s) {', '.join(unknown)}")
+        self.loop_settings = loop_settings
+
+    @classmethod
+    def runs_one_loop(cls) -> bool:
+        """Whether the engine trains by one run of :func:`fit` over the whole training (so a learning-rate schedule
+        spans it): the engines that keep :meth:`Engine.train`."""
+        return cls.train is Engine.train
 
     def refuses(self, hooks: type[TrainingHooks]) -> str | None:
         """Why this engine cannot run a defense with these hooks, or None."""
@@ -340,8 +492,9 @@ class Engine:
         self, ensemble: Ensemble, X: Inputs, y: torch.Tensor, keep: np.ndarray, settings: TrainingSettings, *,
         seed: int, hooks: TrainingHooks,
     ) -> TrainingLog:
-        """Train the ensemble in place (see :func:`fit`)."""
-        return fit(ensemble, X, y, keep, settings, seed=seed, hooks=hooks, engine=self)
+        """Train the ensemble in place (see :func:`fit`), with the settings' schedule replaced by the one the
+        engine was built with, if any."""
+        return fit(ensemble, X, y, keep, replace(settings, **self.loop_settings), seed=seed, hooks=hooks, engine=self)
 
 
 @ENGINES.register("ensemble", description="The M models stacked parameter by parameter and trained as one "
