@@ -318,3 +318,32 @@ def components(family: str | None = None) -> dict[str, list[dict[str, Any]]]:
                              f"{', '.join(families)}")
         families = [family]
     return {f: [REGISTRIES[f].get(name).describe() for name in REGISTRIES[f].names()] for f in families}
+
+
+#: The sections of a grid file that hold options rather than components.
+OPTION_SECTIONS = ("training", "protocol")
+
+
+def options(section: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The options of a grid's ``training:`` and ``protocol:`` sections, with types, defaults and allowed values.
+
+    Parameters
+    ----------
+    section
+        ``training`` (optimizer, learning rate and schedule, epochs, batch size, engine and the engines' own
+        settings) or ``protocol`` (models per cell, targets, test share, calibration models); ``None`` for both.
+
+    Returns
+    -------
+    dict
+        Section → one description per option (``name``, ``type``, ``default``, ``allowed``, ``help``), as
+        ``python -m bench list training --json`` prints them.
+    """
+    from bench.spec import PROTOCOL_PARAMS
+    from targets.training import training_options
+
+    if section is not None and section not in OPTION_SECTIONS:
+        raise BenchError(f"unknown section {section!r}{did_you_mean(section, OPTION_SECTIONS)}; choose one of: "
+                         f"{', '.join(OPTION_SECTIONS)}")
+    params = {"training": training_options, "protocol": lambda: PROTOCOL_PARAMS}
+    return {name: [p.describe() for p in params[name]()] for name in OPTION_SECTIONS if section in (None, name)}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -153,30 +153,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench.spec import PROTOCOL_PARAMS
+    from bench.api import OPTION_SECTIONS, components, options
     from privkernel.registry import REGISTRIES
-    from targets.training import training_options
 
-    options = {"training": training_options(), "protocol": PROTOCOL_PARAMS}  # a grid's `training:`, `protocol:`
-    families = [*REGISTRIES, *options]
-    if args.family is not None:
-        if args.family not in families:
-            raise BenchError(
-                f"unknown family {args.family!r}{did_you_mean(args.family, families)}; choose one of: "
-                f"{', '.join(families)}"
-            )
-        families = [args.family]
-    else:  # all the component families; the grid's options only when named
-        families = list(REGISTRIES)
-    described = {f: [REGISTRIES[f].get(n).describe() for n in REGISTRIES[f].names()] for f in families
-                 if f in REGISTRIES}
-    settings = {f: [p.describe() for p in options[f]] for f in families if f in options}
+    families = [*REGISTRIES, *OPTION_SECTIONS]
+    if args.family is not None and args.family not in families:
+        raise BenchError(
+            f"unknown family {args.family!r}{did_you_mean(args.family, families)}; choose one of: "
+            f"{', '.join(families)}"
+        )
+    # every component family by default; a grid's `training:` and `protocol:` options when named
+    described = components(args.family) if args.family in (None, *REGISTRIES) else {}
+    settings = options(args.family) if args.family in OPTION_SECTIONS else {}
     if args.json:
         print(json.dumps({**described, **settings}, indent=2))
         return 0
-    for family, components in described.items():
+    for family, entries in described.items():
         print(f"{family}:")
-        for comp in components:
+        for comp in entries:
             print(f"  {comp['name']:<16} {comp['description']}")
             for p in comp["params"]:
                 print(f"      {p['name']} ({p['type']}, default {p['default']!r}, {p['allowed']}): {p['help']}")
@@ -415,6 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped early (`bench list | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit flush fails quietly
+        return 0
     except KeyboardInterrupt:
         print("interrupted: finished cells are in the store; rerun to resume from the cache", file=sys.stderr)
         return 130

@@ -145,3 +145,12 @@ def test_python_m_privbench_is_the_command_line(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "3 cells in grid 'smoke'" in done.stdout
+
+
+def test_options_show_the_training_and_protocol_defaults():
+    training = {p["name"]: p for p in privbench.options("training")["training"]}
+    assert training["momentum"]["default"] == 0.9 and training["schedule"]["default"] == "constant"
+    assert set(privbench.options()) == {"training", "protocol"}
+    assert {p["name"] for p in privbench.options("protocol")["protocol"]} >= {"n_models", "n_targets"}
+    with pytest.raises(BenchError, match="did you mean 'protocol'"):
+        privbench.options("protocl")
