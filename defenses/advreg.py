@@ -6,14 +6,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from defenses.base import Defense
 from privkernel.hashing import derive_seed
+from privkernel.lazy import lazy_import
 from privkernel.registry import DEFENSES, Param
 from targets.ensemble import take
 from targets.training import Batch, TrainingHooks, TrainingRun, hold_out_members
+
+torch = lazy_import("torch")
 
 
 class InferenceModels:
@@ -53,7 +54,7 @@ class InferenceModels:
     def logits(self, log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Member logits ``[M, B]`` from the classifiers' log-probabilities ``[M, B, C]`` and labels ``[M, B]``."""
         probs = log_probs.exp().sort(dim=-1, descending=True).values
-        one_hot = F.one_hot(labels, log_probs.shape[-1]).to(log_probs.dtype)
+        one_hot = torch.nn.functional.one_hot(labels, log_probs.shape[-1]).to(log_probs.dtype)
         true_class = log_probs.gather(-1, labels.unsqueeze(-1))
         joined = torch.cat([
             torch.relu(self._layer("probs", probs)), torch.relu(self._layer("label", one_hot)), true_class
@@ -178,7 +179,8 @@ class AdversarialHooks(TrainingHooks):
             with torch.no_grad():
                 log_probs = torch.log_softmax(run.outputs(take(run.X, both), training=False), -1)
             in_logits, out_logits = self.inference.logits(log_probs, run.y[both]).split(member_idx.shape[1], dim=1)
-            gain = F.logsigmoid(in_logits).mean(dim=1) + F.logsigmoid(-out_logits).mean(dim=1)  # [M]
+            logsigmoid = torch.nn.functional.logsigmoid
+            gain = logsigmoid(in_logits).mean(dim=1) + logsigmoid(-out_logits).mean(dim=1)  # [M]
             self.inference_opt.zero_grad(set_to_none=True)
             (-gain).sum().backward()
             self.inference_opt.step()
@@ -188,7 +190,8 @@ class AdversarialHooks(TrainingHooks):
 
     def objective(self, run: TrainingRun, losses: torch.Tensor, outputs: torch.Tensor,
                   labels: torch.Tensor) -> torch.Tensor:
-        privacy = F.logsigmoid(self.inference.logits(torch.log_softmax(outputs, -1), labels)).mean(dim=1)
+        member_logits = self.inference.logits(torch.log_softmax(outputs, -1), labels)
+        privacy = torch.nn.functional.logsigmoid(member_logits).mean(dim=1)
         return losses + self.defense.alpha * privacy
 
     def end_epoch(self, run: TrainingRun, epoch: int) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
+from privkernel.lazy import lazy_import
 from privkernel.registry import ENGINES
 from targets.ensemble import Ensemble, Inputs
 from targets.training import TrainingHooks, TrainingLog, TrainingSettings, default_loss
+
+torch = lazy_import("torch")
 
 #: What a release can show the attacker: the full probability vector, or the predicted label only.
 RELEASES = ("probabilities", "labels")

@@ -32,20 +32,22 @@ import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
-from torch.func import functional_call, grad, vmap
-from torch.utils._pytree import tree_map
 
 from defenses.base import Defense
 from privkernel.errors import BenchError
 from privkernel.hashing import derive_seed
+from privkernel.lazy import lazy_import
 from privkernel.registry import DEFENSES, Param
 from targets.ensemble import Ensemble, Inputs, minibatch_indices, take
 from targets.training import Batch, Grads, LossFn, TrainingHooks, TrainingRun
+
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = lazy_import("torch")
 
 ACCOUNTANTS = ("rdp", "prv")
 #: Opacus' stabiliser in the clipping factor ``min(1, C / (‖g‖ + 1e-6))``.
@@ -191,12 +193,14 @@ def vmap_clipped_sum(
     """
 
     def sample_loss(params: Grads, buffers: Grads, x: Inputs, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = functional_call(ensemble.template, (params, buffers), (tree_map(lambda t: t.unsqueeze(0), x),))
+        unsqueezed = torch.utils._pytree.tree_map(lambda t: t.unsqueeze(0), x)
+        out = torch.func.functional_call(ensemble.template, (params, buffers), (unsqueezed,))
         value = loss(out[None], label.reshape(1, 1))[0]
         return value, value.detach()
 
-    per_sample = vmap(grad(sample_loss, has_aux=True), in_dims=(None, None, 0, 0), randomness="different")
-    per_model = vmap(per_sample, randomness="different")
+    per_sample = torch.func.vmap(torch.func.grad(sample_loss, has_aux=True), in_dims=(None, None, 0, 0),
+                                 randomness="different")
+    per_model = torch.func.vmap(per_sample, randomness="different")
     ensemble.template.train()
     params = {k: v.detach() for k, v in ensemble.params.items()}
     grads, losses = per_model(params, ensemble.buffers, X, y)
@@ -209,12 +213,12 @@ def is_linear_chain(template: nn.Module, record_shape: tuple[int, ...] | None) -
     """Whether :func:`book_keeping_clipped_sum` applies to records of shape ``record_shape`` (None for dict
     inputs): an ``nn.Sequential`` of ``nn.Linear`` layers that each see one vector per record, and of layers
     without parameters or buffers (activations, dropout, flatten)."""
-    if not isinstance(template, nn.Sequential) or record_shape is None:
+    if not isinstance(template, torch.nn.Sequential) or record_shape is None:
         return False
     h = torch.empty((2, *record_shape), device="meta")
     with torch.no_grad():
         for module in template:
-            if isinstance(module, nn.Linear):
+            if isinstance(module, torch.nn.Linear):
                 if h.dim() != 2:
                     return False
             elif next(module.parameters(), None) is not None or next(module.buffers(), None) is not None:
@@ -244,7 +248,7 @@ def book_keeping_clipped_sum(
     ensemble.template.train()
     h, inputs, outputs, layers = X, [], [], []
     for name, module in ensemble.template.named_children():
-        if isinstance(module, nn.Linear):
+        if isinstance(module, torch.nn.Linear):
             weight, bias = ensemble.params[f"{name}.weight"], ensemble.params.get(f"{name}.bias")
             z = torch.bmm(h, weight.transpose(1, 2)) if bias is None else torch.baddbmm(
                 bias.unsqueeze(1), h, weight.transpose(1, 2))
@@ -253,7 +257,7 @@ def book_keeping_clipped_sum(
             layers.append(name)
             h = z
         else:
-            h = vmap(module, randomness="different")(h)
+            h = torch.func.vmap(module, randomness="different")(h)
     losses = per_sample_losses(loss, h, y)
     out_grads = torch.autograd.grad(losses.sum(), outputs)
     squared = sum(g.pow(2).sum(-1) * (a.pow(2).sum(-1) + (f"{n}.bias" in ensemble.params))

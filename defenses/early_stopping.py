@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from defenses.base import Defense
 from privkernel.hashing import derive_seed
+from privkernel.lazy import lazy_import
 from privkernel.registry import DEFENSES, Param
 from targets.training import LossFn, TrainingHooks, TrainingRun, copy_models, held_out_loss, hold_out_members
+
+torch = lazy_import("torch")
 
 # --- the defense -------------------------------------------------------------------------------------------------
 

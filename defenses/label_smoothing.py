@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import torch
-
 from defenses.base import Defense
+from privkernel.lazy import lazy_import
 from privkernel.registry import DEFENSES, Param
+
+torch = lazy_import("torch")
 
 
 @DEFENSES.register(

@@ -18,14 +18,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from privkernel.errors import BenchError
+from privkernel.lazy import lazy_import
 from privkernel.registry import ARCHITECTURES, Param
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = lazy_import("torch")
+
+#: The ``activation`` choices of ``mlp``: the name of the ``torch.nn`` module class of each (looked up when a model
+#: is built, so that registering the architectures does not load torch).
+ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "gelu": "GELU"}
 
 InputShape = tuple[int, ...] | Mapping[str, tuple[int, ...]]
 
@@ -47,7 +53,7 @@ def _tensor_shape(input_shape: InputShape, architecture: str, suggestion: str) -
 )
 def logreg(input_shape: InputShape, n_outputs: int) -> nn.Module:
     shape = _tensor_shape(input_shape, "logreg", "use mpnn for graphs, or a fingerprint featurization")
-    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), n_outputs))
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(math.prod(shape), n_outputs))
 
 
 @ARCHITECTURES.register(
@@ -65,15 +71,15 @@ def mlp(
     input_shape: InputShape, n_outputs: int, depth: int, width: int, activation: str, dropout: float
 ) -> nn.Module:
     shape = _tensor_shape(input_shape, "mlp", "use mpnn for graphs, or a fingerprint featurization")
-    layers: list[nn.Module] = [nn.Flatten()]
+    layers: list[nn.Module] = [torch.nn.Flatten()]
     fan_in = math.prod(shape)
     for _ in range(depth):
-        layers += [nn.Linear(fan_in, width), ACTIVATIONS[activation]()]
+        layers += [torch.nn.Linear(fan_in, width), getattr(torch.nn, ACTIVATIONS[activation])()]
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(torch.nn.Dropout(dropout))
         fan_in = width
-    layers.append(nn.Linear(fan_in, n_outputs))
-    return nn.Sequential(*layers)
+    layers.append(torch.nn.Linear(fan_in, n_outputs))
+    return torch.nn.Sequential(*layers)
 
 
 # --- convolutional network for images ---------------------------------------------------------------------------
@@ -84,18 +90,8 @@ def _groups(channels: int, most: int = 8) -> int:
     return max(g for g in range(1, min(most, channels) + 1) if channels % g == 0)
 
 
-class GlobalMeanPool(nn.Module):
-    """Mean over the last ``spatial`` dimensions: ``[B, C, H, W] → [B, C]`` (2), ``[B, C, D, H, W] → [B, C]`` (3)."""
-
-    def __init__(self, spatial: int = 2) -> None:
-        super().__init__()
-        self.dims = tuple(range(-spatial, 0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=self.dims)
-
-
-CONVOLUTIONS = {2: nn.Conv2d, 3: nn.Conv3d}
+#: The ``torch.nn`` convolution class of each number of spatial dimensions, by name (looked up when a model is built).
+CONVOLUTIONS = {2: "Conv2d", 3: "Conv3d"}
 
 
 def conv_net(
@@ -108,17 +104,19 @@ def conv_net(
         raise BenchError(
             f"architecture {architecture!r}: kernel_size={kernel_size} must be odd (same padding); use e.g. 3 or 5"
         )
+    from targets._layers import GlobalMeanPool
+
     layers: list[nn.Module] = []
     for _ in range(depth):
         layers += [
-            CONVOLUTIONS[spatial](fan_in, channels, kernel_size, padding=kernel_size // 2),
-            nn.GroupNorm(_groups(channels), channels),
-            nn.ReLU(),
+            getattr(torch.nn, CONVOLUTIONS[spatial])(fan_in, channels, kernel_size, padding=kernel_size // 2),
+            torch.nn.GroupNorm(_groups(channels), channels),
+            torch.nn.ReLU(),
         ]
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(torch.nn.Dropout(dropout))
         fan_in = channels
-    return [*layers, GlobalMeanPool(spatial), nn.Linear(channels, n_outputs)]
+    return [*layers, GlobalMeanPool(spatial), torch.nn.Linear(channels, n_outputs)]
 
 
 @ARCHITECTURES.register(
@@ -142,59 +140,12 @@ def cnn(
             f"architecture 'cnn' needs image inputs shaped [C, H, W] per record, got {list(shape)}; use an image "
             "dataset (inputs: image) or mlp/logreg for vectors"
         )
-    return nn.Sequential(*conv_net(2, shape[0], n_outputs, channels, depth, kernel_size, dropout, "cnn"))
+    return torch.nn.Sequential(*conv_net(2, shape[0], n_outputs, channels, depth, kernel_size, dropout, "cnn"))
 
 
 # --- message passing over dense padded graphs -------------------------------------------------------------------
 
 GRAPH_KEYS = ("atoms", "bonds", "mask")
-
-
-class MPNN(nn.Module):
-    """Message passing over a dense padded graph ``{"atoms": [B, A, F], "bonds": [B, A, A, K], "mask": [B, A]}``.
-
-    Atom states start as ``relu(W_in · atoms)``. Each of ``steps`` rounds sends along every bond of type ``k`` the
-    message ``W_k · h_j`` (one weight per bond type), sums them per receiving atom and updates
-    ``h_i ← LayerNorm(h_i + relu(U · h_i + Σ messages))``, then dropout. States of padded atoms (``mask`` 0) are
-    zeroed after every round and bonds are masked at both ends, so padding never reaches a real atom; the readout
-    (masked mean or sum over atoms) feeds an MLP head. Everything is elementwise or a contraction with no
-    data-dependent branch, so the module runs under ``torch.func.vmap`` and is invariant to the order of atoms.
-    """
-
-    def __init__(
-        self, atom_features: int, bond_types: int, n_outputs: int, hidden: int, steps: int, dropout: float,
-        readout: str,
-    ) -> None:
-        super().__init__()
-        self.readout = readout
-        self.embed = nn.Linear(atom_features, hidden)
-        self.message = nn.ParameterList(
-            [nn.Parameter(torch.empty(bond_types, hidden, hidden)) for _ in range(steps)]
-        )
-        self.update = nn.ModuleList([nn.Linear(hidden, hidden) for _ in range(steps)])
-        self.norm = nn.ModuleList([nn.LayerNorm(hidden) for _ in range(steps)])
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Sequential(
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_outputs)
-        )
-        bound = 1.0 / math.sqrt(hidden)
-        for weight in self.message:
-            nn.init.uniform_(weight, -bound, bound)
-
-    def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        atoms, bonds, mask = x["atoms"], x["bonds"], x["mask"]
-        keep = mask.unsqueeze(-1)  # [B, A, 1]
-        bonds = bonds * mask[..., :, None, None] * mask[..., None, :, None]  # [B, A, A, K], padding cut off
-        h = torch.relu(self.embed(atoms)) * keep  # [B, A, H]
-        for weight, update, norm in zip(self.message, self.update, self.norm, strict=True):
-            per_type = torch.einsum("bjh,khg->bjkg", h, weight)  # message of atom j along a bond of type k
-            incoming = torch.einsum("bijk,bjkg->big", bonds, per_type)
-            h = norm(h + torch.relu(update(h) + incoming))
-            h = self.dropout(h) * keep
-        pooled = h.sum(dim=-2)
-        if self.readout == "mean":
-            pooled = pooled / mask.sum(dim=-1, keepdim=True).clamp_min(1.0)
-        return self.head(pooled)
 
 
 @ARCHITECTURES.register(
@@ -226,17 +177,12 @@ def mpnn(
             f"architecture 'mpnn': per-record atoms must be [A, F] and bonds [A, A, K], got {list(atoms)} and "
             f"{list(bonds)}; use targets.featurizers.graph to build the inputs"
         )
+    from targets._layers import MPNN
+
     return MPNN(atoms[-1], bonds[-1], n_outputs, hidden, steps, dropout, readout)
 
 
 # --- convolutional network for volumes --------------------------------------------------------------------------
-
-
-class AddChannel(nn.Module):
-    """Insert a channel axis of size one before the last three: ``[B, D, H, W] → [B, 1, D, H, W]``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unsqueeze(-4)
 
 
 @ARCHITECTURES.register(
@@ -288,6 +234,8 @@ def cnn3d(
             f"architecture 'cnn3d' needs volume inputs shaped [D, H, W] or [C, D, H, W] per record, got {list(shape)}; "
             "use a volume dataset (e.g. npz with inputs: volume), cnn for images [C, H, W] or mlp/logreg for vectors"
         )
+    from targets._layers import AddChannel
+
     fan_in = 1 if len(shape) == 3 else shape[0]
     layers = conv_net(3, fan_in, n_outputs, channels, depth, kernel_size, dropout, "cnn3d")
-    return nn.Sequential(*([AddChannel()] if len(shape) == 3 else []), *layers)
+    return torch.nn.Sequential(*([AddChannel()] if len(shape) == 3 else []), *layers)

@@ -12,14 +12,17 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
-import torch
-from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
-from torch.utils._pytree import tree_flatten, tree_map
 
 from privkernel.hashing import derive_seed
+from privkernel.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = lazy_import("torch")
 
 
 @dataclass
@@ -40,7 +43,7 @@ class Ensemble:
             for m in range(n_models):
                 torch.manual_seed(derive_seed(seed, "init", m))
                 models.append(factory().to(device))
-        params, buffers = stack_module_state(models)
+        params, buffers = torch.func.stack_module_state(models)
         template = copy.deepcopy(models[0]).to("meta")
         return cls(template, params, buffers)
 
@@ -73,36 +76,39 @@ class Ensemble:
         return out
 
     def _call(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.template, (params, buffers), (x,))
+        return torch.func.functional_call(self.template, (params, buffers), (x,))
 
     def forward(self, x: Inputs, training: bool = True) -> torch.Tensor:
         """Outputs for per-model inputs ``x[M, B, ...]`` → ``[M, B, outputs]``, with gradients, in training mode
         (each model draws its own dropout masks) or evaluation mode."""
         self.template.train(training)
-        return vmap(self._call, randomness="different")(self.params, self.buffers, x)
+        return torch.func.vmap(self._call, randomness="different")(self.params, self.buffers, x)
 
-    @torch.no_grad()
     def predict(self, X: Inputs, batch_size: int = 4096) -> torch.Tensor:
-        """Evaluation-mode outputs of every model on shared inputs ``X[N, ...]`` → ``[M, N, outputs]``."""
-        self.template.eval()
-        run = vmap(self._call, in_dims=(0, 0, None), randomness="same")
-        chunks = range(0, n_records(X), batch_size)
-        return torch.cat([run(self.params, self.buffers, take(X, slice(i, i + batch_size))) for i in chunks], 1)
+        """Evaluation-mode outputs of every model on shared inputs ``X[N, ...]`` → ``[M, N, outputs]``, without
+        gradients."""
+        with torch.no_grad():  # a context, not the decorator: ``@torch.no_grad()`` would load torch at import
+            self.template.eval()
+            run = torch.func.vmap(self._call, in_dims=(0, 0, None), randomness="same")
+            chunks = range(0, n_records(X), batch_size)
+            return torch.cat([run(self.params, self.buffers, take(X, slice(i, i + batch_size))) for i in chunks], 1)
 
 
-Inputs = torch.Tensor | dict[str, torch.Tensor]
+#: A forward reference (a string), so that importing this module, and the modules whose annotations name it, does not
+#: load torch; annotations are never evaluated (``from __future__ import annotations`` everywhere).
+Inputs: TypeAlias = "torch.Tensor | dict[str, torch.Tensor]"
 """Model inputs: one tensor, or a dict of tensors sharing their first dimension (e.g. a molecular graph's
 ``atoms``, ``bonds`` and ``mask``), passed to the module's ``forward`` as it is."""
 
 
 def n_records(X: Inputs) -> int:
     """Number of records (first dimension) of model inputs."""
-    return len(tree_flatten(X)[0][0])
+    return len(torch.utils._pytree.tree_flatten(X)[0][0])
 
 
 def take(X: Inputs, index: torch.Tensor | slice) -> Inputs:
     """Rows ``index`` of every tensor of the inputs."""
-    return tree_map(lambda t: t[index], X)
+    return torch.utils._pytree.tree_map(lambda t: t[index], X)
 
 
 def minibatch_indices(keep: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:

@@ -20,13 +20,15 @@ the final model. A record's membership is whether any site of the federation tra
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from privkernel.errors import BenchError
 from privkernel.hashing import derive_seed
+from privkernel.lazy import lazy_import
 from privkernel.registry import ENGINES, Param
 from targets.ensemble import Ensemble, Inputs
 from targets.training import Engine, TrainingHooks, TrainingLog, TrainingSettings, fit
+
+torch = lazy_import("torch")
 
 #: Prefixes of the snapshot tensors in a federated :class:`TrainingLog`: ``[T, M, ...]`` and ``[T, M, K, ...]``.
 GLOBAL_SNAPSHOT, SITE_SNAPSHOT = "round.global.", "round.site."

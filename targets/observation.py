@@ -16,15 +16,19 @@ None of them knows which attack will read it, nor which defense shapes the relea
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
-import torch
-from torch import nn
 
 from privkernel.errors import BenchError
+from privkernel.lazy import lazy_import
 from targets.ensemble import Ensemble, Inputs, n_records
 from targets.federated import GLOBAL_SNAPSHOT, SITE_SNAPSHOT
+
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = lazy_import("torch")
 
 #: The snapshot views of a federated training and the prefix of their tensors in a training log's snapshots.
 ROUND_VIEWS: dict[str, str] = {"global": GLOBAL_SNAPSHOT, "site": SITE_SNAPSHOT}

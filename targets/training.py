@@ -25,19 +25,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
-import torch
-from torch.func import functional_call
-from torch.nn import functional as F
 
 from privkernel.hashing import derive_seed
+from privkernel.lazy import lazy_import
 from privkernel.registry import ENGINES, Param
 from targets.ensemble import Ensemble, Inputs, minibatch_indices, n_records, take
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Grads = dict[str, torch.Tensor]
+torch = lazy_import("torch")
+
+#: Forward references (strings), so that importing this module, and the defenses that name them, does not load torch.
+LossFn: TypeAlias = "Callable[[torch.Tensor, torch.Tensor], torch.Tensor]"
+Grads: TypeAlias = "dict[str, torch.Tensor]"
 
 
 def default_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -47,7 +48,7 @@ def default_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """
     if labels.is_floating_point():
         return ((outputs[..., 0] - labels) ** 2).mean(dim=1)
-    per_point = F.cross_entropy(outputs.flatten(0, 1), labels.flatten(), reduction="none")
+    per_point = torch.nn.functional.cross_entropy(outputs.flatten(0, 1), labels.flatten(), reduction="none")
     return per_point.view(labels.shape).mean(dim=1)
 
 
@@ -522,5 +523,5 @@ class LoopEngine(Engine):
         for m in range(ensemble.n_models):
             params = {k: v[m] for k, v in ensemble.params.items()}
             buffers = {k: v[m] for k, v in ensemble.buffers.items()}
-            outputs.append(functional_call(ensemble.template, (params, buffers), (take(x, m),)))
+            outputs.append(torch.func.functional_call(ensemble.template, (params, buffers), (take(x, m),)))
         return torch.stack(outputs)

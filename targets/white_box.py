@@ -10,7 +10,7 @@ model ``m`` in evaluation mode (dropout off):
   ``grad_norm.head.0``), or one parameter on its own where it is registered directly on a container
   (``nn.ParameterList``: ``grad_norm.message.0``) or on a module with submodules;
 * ``grad_norm.total`` — the L2 norm of the whole per-record gradient;
-* ``activation_norm.<module>`` — the L2 norm of the output of each activation module (:data:`ACTIVATION_TYPES`)
+* ``activation_norm.<module>`` — the L2 norm of the output of each activation module (:func:`activation_types`)
   on the record (over every call, if the module runs more than once per forward pass).
 
 Members are fitted better than non-members, so their losses, gradients and often their activations differ: these
@@ -24,20 +24,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call, grad, vmap
-from torch.utils._pytree import tree_map
 
+from privkernel.lazy import lazy_import
 from targets.ensemble import Ensemble, Inputs, n_records, take
 
-#: Modules whose outputs give ``activation_norm.<module>`` features.
-ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.Tanh, nn.GELU, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Sigmoid, nn.Softplus,
-)
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = lazy_import("torch")
+
+#: The ``torch.nn`` modules, by class name, whose outputs give ``activation_norm.<module>`` features.
+ACTIVATION_NAMES = ("ReLU", "Tanh", "GELU", "LeakyReLU", "ELU", "SiLU", "Sigmoid", "Softplus")
+
+
+def activation_types() -> tuple[type[nn.Module], ...]:
+    """The module classes of :data:`ACTIVATION_NAMES` (looked up on use, so that importing this module does not
+    load torch)."""
+    return tuple(getattr(torch.nn, name) for name in ACTIVATION_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    """``ACTIVATION_TYPES``, the tuple of :func:`activation_types`, for the callers that import it by that name."""
+    if name == "ACTIVATION_TYPES":
+        return activation_types()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parameter_groups(template: nn.Module) -> dict[str, list[str]]:
@@ -52,7 +65,7 @@ def parameter_groups(template: nn.Module) -> dict[str, list[str]]:
     for name, _ in template.named_parameters():
         owner_path, _, _ = name.rpartition(".")
         owner = template.get_submodule(owner_path)
-        is_container = isinstance(owner, (nn.ParameterList, nn.ParameterDict))
+        is_container = isinstance(owner, (torch.nn.ParameterList, torch.nn.ParameterDict))
         has_children = next(owner.children(), None) is not None
         group = name if (not owner_path or is_container or has_children) else owner_path
         groups.setdefault(group, []).append(name)
@@ -60,8 +73,9 @@ def parameter_groups(template: nn.Module) -> dict[str, list[str]]:
 
 
 def activation_modules(template: nn.Module) -> dict[str, nn.Module]:
-    """The activation modules of ``template`` (:data:`ACTIVATION_TYPES`) by module path, in module order."""
-    return {name: module for name, module in template.named_modules() if isinstance(module, ACTIVATION_TYPES)}
+    """The activation modules of ``template`` (:func:`activation_types`) by module path, in module order."""
+    types = activation_types()
+    return {name: module for name, module in template.named_modules() if isinstance(module, types)}
 
 
 def feature_names(template: nn.Module) -> tuple[str, ...]:
@@ -79,7 +93,7 @@ def record_loss(outputs: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     squared error of ``outputs[..., 0]`` for a float label (the training loss of :mod:`defenses.base`)."""
     if label.is_floating_point():
         return (outputs[0, 0] - label.to(outputs.dtype)) ** 2
-    return F.cross_entropy(outputs, label.reshape(1).long())
+    return torch.nn.functional.cross_entropy(outputs, label.reshape(1).long())
 
 
 def _chunk_sizes(n_models: int, n_params: int, max_elements: int) -> tuple[int, int]:
@@ -145,7 +159,8 @@ def white_box_features(
         def loss_of(p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
             for name in activations:
                 captured[name] = []
-            outputs = functional_call(template, (p, buffers), (tree_map(lambda t: t.unsqueeze(0), x),))
+            unsqueezed = torch.utils._pytree.tree_map(lambda t: t.unsqueeze(0), x)
+            outputs = torch.func.functional_call(template, (p, buffers), (unsqueezed,))
             value = record_loss(outputs, label)
             norms = [
                 torch.sqrt(sum(o.detach().pow(2).sum() for o in captured[name])) if captured[name]
@@ -155,14 +170,14 @@ def white_box_features(
             stacked = torch.stack(norms) if norms else value.new_zeros(0)
             return value, (value.detach(), stacked)
 
-        grads, (value, activation_norms) = grad(loss_of, has_aux=True)(params)
+        grads, (value, activation_norms) = torch.func.grad(loss_of, has_aux=True)(params)
         squares = [sum(grads[k].pow(2).sum() for k in members) for members in groups.values()]
         total = torch.sqrt(sum(squares)) if squares else value.new_zeros(())
         group_norms = torch.stack([torch.sqrt(s) for s in squares]) if squares else value.new_zeros(0)
         return torch.cat([value.reshape(1), group_norms, total.reshape(1), activation_norms])
 
-    per_record = vmap(record_features, in_dims=(None, None, 0, 0), randomness="same")
-    per_model = vmap(per_record, in_dims=(0, 0, None, None), randomness="same")
+    per_record = torch.func.vmap(record_features, in_dims=(None, None, 0, 0), randomness="same")
+    per_model = torch.func.vmap(per_record, in_dims=(0, 0, None, None), randomness="same")
 
     handles = [module.register_forward_hook(hook_for(name)) for name, module in activations.items()]
     was_training = template.training
