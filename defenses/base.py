@@ -64,11 +64,14 @@ class Defense:
 
     def train(
         self, ensemble: Ensemble, X: Inputs, y: torch.Tensor, keep: np.ndarray, *, seed: int, epochs: int,
-        batch_size: int, lr: float, optimizer: str, momentum: float, engine: str = "ensemble", **engine_params: Any,
+        batch_size: int, lr: float, optimizer: str, momentum: float, schedule: str = "constant", warmup: float = 0.0,
+        engine: str = "ensemble", **engine_params: Any,
     ) -> TrainingLog:
-        """Train the ensemble in place with this defense's hooks and optimizer settings, by the registered training
+        """Train the ensemble in place with this defense's hooks and optimizer settings and the learning-rate
+        ``schedule`` with its ``warmup`` (:data:`targets.training.TRAINING_PARAMS`), by the registered training
         engine ``engine`` built with ``engine_params`` (e.g. the federated engine's sites and rounds)."""
-        settings = TrainingSettings(epochs, batch_size, lr, optimizer, momentum, **self.optimizer_overrides())
+        settings = TrainingSettings(epochs, batch_size, lr, optimizer, momentum, schedule=schedule, warmup=warmup,
+                                    **self.optimizer_overrides())
         trainer = ENGINES.get(engine).obj(**engine_params)
         return trainer.train(ensemble, X, y, keep, settings, seed=seed, hooks=self.hooks())
 

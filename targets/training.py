@@ -447,12 +447,11 @@ class Engine:
     """How the M models of a cell are computed and trained; registered in :data:`privkernel.registry.ENGINES`
     with the training settings it alone reads (its parameters).
 
-    An engine is built with its parameters (``ENGINES.get(name).obj(**params)``); the stacked and loop engines
-    have none, but take the loop's :data:`KEYED_WHEN_SET` options (``schedule``, ``warmup``) as keywords and hand
-    them to :func:`fit` in the settings: :meth:`defenses.base.Defense.train` passes every training option it does
-    not name to the engine. An engine that overrides :meth:`train` (the federated engine runs the loop once per
-    round, each with a fresh optimizer) takes none of them: :meth:`runs_one_loop` says which engines do, and a
-    grid that sets them for another engine is refused at load.
+    An engine is built with its parameters (``ENGINES.get(name).obj(**params)``; the stacked and loop engines have
+    none) and trains with the :class:`TrainingSettings` it is given, learning-rate schedule included. An engine
+    that overrides :meth:`train` (the federated engine runs the loop once per round, each with a fresh optimizer)
+    has no training that one schedule spans: :meth:`runs_one_loop` says which engines keep the one loop, and a grid
+    that sets a schedule for another engine is refused at load.
 
     Attributes
     ----------
@@ -465,12 +464,6 @@ class Engine:
     stacked: ClassVar[bool] = True
     runs_hooks: ClassVar[frozenset[str]] = frozenset(TrainingHooks.HOOKS)
     name: ClassVar[str] = ""
-
-    def __init__(self, **loop_settings: Any) -> None:
-        unknown = sorted(set(loop_settings) - set(KEYED_WHEN_SET))
-        if unknown:
-            raise TypeError(f"the {self.name} engine has no parameter(s) {', '.join(unknown)}")
-        self.loop_settings = loop_settings
 
     @classmethod
     def runs_one_loop(cls) -> bool:
@@ -493,9 +486,8 @@ class Engine:
         self, ensemble: Ensemble, X: Inputs, y: torch.Tensor, keep: np.ndarray, settings: TrainingSettings, *,
         seed: int, hooks: TrainingHooks,
     ) -> TrainingLog:
-        """Train the ensemble in place (see :func:`fit`), with the settings' schedule replaced by the one the
-        engine was built with, if any."""
-        return fit(ensemble, X, y, keep, replace(settings, **self.loop_settings), seed=seed, hooks=hooks, engine=self)
+        """Train the ensemble in place (see :func:`fit`)."""
+        return fit(ensemble, X, y, keep, settings, seed=seed, hooks=hooks, engine=self)
 
 
 @ENGINES.register("ensemble", description="The M models stacked parameter by parameter and trained as one "

@@ -178,9 +178,7 @@ def test_dpsgd_trains_with_a_schedule_and_spends_the_same_epsilon():
     assert all(not torch.allclose(params[0][k], params[1][k]) for k in params[0])
 
 
-def test_an_engine_takes_only_the_loop_options_it_hands_on():
-    with pytest.raises(TypeError, match="no parameter"):
-        training.StackedEngine(sites=2)
+def test_only_the_engines_that_keep_the_one_loop_run_a_schedule():
     assert training.StackedEngine.runs_one_loop() and training.LoopEngine.runs_one_loop()
     assert not training.ENGINES.get("federated").obj.runs_one_loop()
 
