@@ -428,10 +428,11 @@ def audit_table(audit: Audit, attacks: Sequence[str] | None = None, calibration:
 
     names = list(ATTACKS.names() if attacks is None else attacks)
     if not names:
-        raise BenchError("no attack named; give attack names from `python -m bench list attacks`")
+        raise BenchError("no attack named (attacks=, or --attacks); give attack names from "
+                         "`python -m bench list attacks`")
     if not 1 <= calibration <= audit.n_models - 1:
-        raise BenchError(f"the calibration models must number between 1 and the {audit.n_models - 1} reference "
-                         f"models, got {calibration}")
+        raise BenchError(f"calibration_models (--calibration-models) must be between 1 and the "
+                         f"{audit.n_models - 1} reference models, got {calibration}")
     chosen = calibration_models(audit.n_models, 0, calibration)
     servable = Servable(population=audit.population_outputs is not None, queries=False, parameters=False)
     rows = []

@@ -229,13 +229,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from bench.audit import AUDIT_COLUMNS, audit_table, load_outputs
 
     audit = load_outputs(args.outputs, logits=args.logits)
-    names = [n.strip() for n in args.attacks.split(",") if n.strip()] if args.attacks else None
-    if names == []:
-        raise BenchError("--attacks names no attack; give comma-separated names from `python -m bench list attacks`")
-    k = args.calibration_models
-    if not 1 <= k <= audit.n_models - 1:
-        raise BenchError(f"--calibration-models must be between 1 and the {audit.n_models - 1} reference models")
-    table = audit_table(audit, names, k)
+    names = [n.strip() for n in args.attacks.split(",") if n.strip()] if args.attacks is not None else None
+    table = audit_table(audit, names, args.calibration_models)
     shown = [c for c in AUDIT_COLUMNS if c in table]
     print(f"audit of {args.outputs}: {audit.keep.shape[1]} records ({int(audit.keep[0].sum())} members), "
           f"{audit.n_models - 1} reference models")
