@@ -24,7 +24,14 @@ from attacks.requirements import (
     find,
     requirements_of,
 )
-from bench.metrics import attack_metrics, best_threshold, epsilon_at_threshold, epsilon_threshold, roc_curve
+from bench.metrics import (
+    attack_metrics,
+    best_threshold,
+    calibration_metrics,
+    epsilon_at_threshold,
+    epsilon_threshold,
+    roc_curve,
+)
 from bench.spec import ComponentSpec
 from privkernel.errors import BenchError
 from privkernel.hashing import derive_seed
@@ -232,7 +239,13 @@ def target_metrics(
     scores: dict[str, np.ndarray], keep: np.ndarray, target: int, calibration: list[int]
 ) -> dict[str, Any]:
     """Every metric of one target's scores; the thresholds are chosen on the calibration models' audits. Records
-    marked not ``evaluated`` (leaked to the attacker) take no part."""
+    marked not ``evaluated`` (leaked to the attacker) take no part.
+
+    Beside the target's metrics, ``calibration_tpr_at_fpr_0``, ``calibration_tpr_at_fpr_0.1pct``,
+    ``calibration_tpr_at_fpr_1pct`` and ``calibration_auc`` are the same metrics measured on the calibration
+    models' audits (each audit separately, then averaged over the calibration models;
+    :func:`bench.metrics.calibration_metrics`): what the attacker measures without the target's membership, on which
+    the leaderboard chooses a setting's strongest attack."""
     n = keep.shape[1]
     evaluated = scores.get("evaluated", np.ones(n, dtype=bool))
     reference_evaluated = scores.get("calibration_evaluated", np.ones((len(calibration), n), dtype=bool))
@@ -243,6 +256,7 @@ def target_metrics(
     target_scores, members = scores["target"][evaluated], keep[target][evaluated]
     return {
         **attack_metrics(target_scores, members, threshold).as_row(),
+        **calibration_metrics(scores["calibration"], keep[calibration], reference_evaluated),
         "epsilon_lower_bound": epsilon_at_threshold(target_scores, members, eps_threshold, EPSILON_DELTA),
         **{k.split("/", 1)[1]: float(v) for k, v in scores.items() if k.startswith("info/")},
     }

@@ -72,6 +72,43 @@ def attack_metrics(scores: np.ndarray, membership: np.ndarray, threshold: float)
     )
 
 
+#: Prefix of the metrics measured on a target's calibration audits (:func:`calibration_metrics`).
+CALIBRATION = "calibration_"
+
+
+def calibration_metrics(
+    scores: np.ndarray, membership: np.ndarray, evaluated: np.ndarray | None = None
+) -> dict[str, float]:
+    """The TPR at each of :data:`FPR_LEVELS` and the AUC of ``k`` audits, each measured on its own audit and then
+    averaged over the audits: ``calibration_tpr_at_fpr_0.1pct``, ..., ``calibration_auc``.
+
+    Parameters
+    ----------
+    scores, membership
+        ``[k, N]``: the attack's scores of the records when each of ``k`` calibration models is audited in the
+        target's place, and each model's membership of them.
+    evaluated
+        ``[k, N]``: the records each audit is scored on (None: all), so that records leaked to the attacker take
+        no part, as on the target.
+
+    Notes
+    -----
+    For audit ``j`` with members ``P_j`` and non-members ``Q_j`` (the evaluated records only),
+    ``TPR_j(α) = max {TPR_j(τ) : FPR_j(τ) ≤ α}`` over the thresholds ``τ`` of :func:`roc_curve`, and the reported
+    value is ``(1/k) Σ_j TPR_j(α)``; likewise for the AUC. Each audit keeps its own threshold: the scores of
+    different models are not pooled into one ROC curve, so the values are on the same footing as the target's
+    (one audit per row). These are the attacker's own measurements, made without the target's membership.
+    """
+    scores, membership = np.asarray(scores, dtype=np.float64), np.asarray(membership, dtype=bool)
+    evaluated = np.ones(scores.shape, dtype=bool) if evaluated is None else np.asarray(evaluated, dtype=bool)
+    per_audit = []
+    for s, m, e in zip(scores, membership, evaluated, strict=True):
+        fpr, tpr, _ = roc_curve(s[e], m[e])
+        per_audit.append({**{name: float(tpr[fpr <= level + 1e-12].max()) for name, level in FPR_LEVELS.items()},
+                          "auc": float(trapezoid(tpr, fpr))})
+    return {f"{CALIBRATION}{name}": float(np.mean([a[name] for a in per_audit])) for name in per_audit[0]}
+
+
 # --- utility of the models ---------------------------------------------------------------------------------
 
 

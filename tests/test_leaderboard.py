@@ -1,6 +1,8 @@
 """The leaderboard on a hand-made store: strongest attack, Pareto set, order, CIs, ε columns, files and errors.
 
-``make_store`` (also used by the plot and check tests) writes a store whose numbers are chosen by hand:
+``make_store`` (also used by the plot and check tests) writes a store whose numbers are chosen by hand; each
+attack's calibration metrics equal its target metrics, so the calibration rule chooses what the naive rule would
+(the rules that differ are tested in ``tests/test_leaderboard_stats.py``):
 
 group toy / mlp (two seeds × two targets per setting)
 
@@ -66,8 +68,11 @@ def _label(name: str, params: dict) -> str:
 
 
 def cell_rows(architecture: str, arch_params: dict, defense: str, defense_params: dict, accuracy: float,
-              attacks: dict, epsilon: float | None, seed: int, dataset: str = "toy") -> list[dict]:
-    """The store rows of one hand-made cell: one per attack × target, plus a union row and a skipped attack."""
+              attacks: dict, epsilon: float | None, seed: int, dataset: str = "toy",
+              calibration: bool = True) -> list[dict]:
+    """The store rows of one hand-made cell: one per attack × target, plus a union row and a skipped attack.
+    With ``calibration`` the rows have calibration metrics equal to their target metrics; without, they are those of
+    a store written before calibration metrics existed."""
     labels = {"label.dataset": dataset,
               "label.architecture": _label(architecture, {} if arch_params == {"width": 64} else arch_params),
               "label.defense": _label(defense, defense_params)}
@@ -89,6 +94,9 @@ def cell_rows(architecture: str, arch_params: dict, defense: str, defense_params
                          "tpr_at_fpr_1pct": tpr + 0.1, "auc": auc + off, "balanced_accuracy": bal + off,
                          "epsilon_lower_bound": 4 * (auc - 0.5), "min_resolvable_fpr": 1 / 20,
                          "n_members": 20, "n_nonmembers": 20})
+            if calibration:
+                rows[-1].update({f"calibration_{k}": rows[-1][k] for k in
+                                 ("tpr_at_fpr_0", "tpr_at_fpr_0.1pct", "tpr_at_fpr_1pct", "auc")})
         rows.append({**base, **model, "attack": "union", "attack_key": "union(lira+loss)@fpr=0",
                      "union_tpr": 0.99, "union_fpr": 0.0})
         rows.append({**base, "target": target, "attack": "nn", "attack_key": "nn",
@@ -115,12 +123,13 @@ def cell_samples(rows: list[dict], strength: float) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
-def make_store(folder, settings=SETTINGS, seeds=(0, 1), samples: bool = True) -> None:
+def make_store(folder, settings=SETTINGS, seeds=(0, 1), samples: bool = True, calibration: bool = True) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     store = ResultsStore(folder)
     for arch, arch_params, defense, defense_params, acc, attacks, eps in settings:
         for seed in seeds:
-            rows = cell_rows(arch, arch_params, defense, defense_params, acc, attacks, eps, seed)
+            rows = cell_rows(arch, arch_params, defense, defense_params, acc, attacks, eps, seed,
+                             calibration=calibration)
             store.write_cell(rows, cell_samples(rows, 3 * attacks["lira"][1] - 1.5) if samples else None)
 
 
@@ -163,14 +172,17 @@ def test_leaderboard_of_hand_made_store(store):
     ]
     assert list(board["pareto"]) == [True, True, True, True, False, False]
     mlp = board[board["group"] == "toy / mlp"].set_index("defense")
-    # strongest attack: highest mean TPR at 0.1 % FPR (a union's 0.99 and the skipped attack take no part);
-    # in dp_sgd(0.5) lira and loss tie at 0.05 and loss wins on AUC
+    # strongest attack: highest mean calibration TPR at 0.1 % FPR (a union's 0.99 and the skipped attack take no
+    # part); in dp_sgd(0.5) lira and loss tie at 0.05 and loss wins on calibration AUC
+    assert set(board["strongest_attack_selection"]) == {"calibration"}
+    assert (board["naive_strongest_attack"] == board["strongest_attack"]).all()  # calibration = target here
     assert mlp["strongest_attack"].to_dict() == {
         "none": "lira", "dp_sgd(noise_multiplier=0.5)": "loss", "dp_sgd(noise_multiplier=1.0)": "lira",
         "dp_sgd(noise_multiplier=2.0)": "lira", "l2(weight=0.1)": "lira",
     }
     none = mlp.loc["none"]
     assert none["tpr_at_fpr_0.1pct"] == pytest.approx(0.20)
+    assert none["tpr_at_fpr_0"] == pytest.approx(0.10) and none["tpr_at_fpr_1pct"] == pytest.approx(0.30)
     assert none["auc"] == pytest.approx(0.65) and none["balanced_accuracy"] == pytest.approx(0.60)
     assert none["strongest_auc_attack"] == "loss" and none["strongest_auc"] == pytest.approx(0.70)
     # test accuracy: mean and bootstrap CI over the four target models (not over the 4 × 3 attack rows)
@@ -207,6 +219,11 @@ def test_markdown_marks_pareto_rows_and_explains_tpr(store):
     assert "0.200 [" in text and "†" in text  # 0.1 % < 1/20 non-members: TPR at 0.1 % FPR is TPR at FPR 0
     row = next(line for line in text.splitlines() if "dp_sgd(noise_multiplier=1.0)" in line)
     assert "| 2.00 |" in row  # accountant ε beside the empirical bound
+    # TPR at 0 (always resolvable), at 0.1 % and at 1 % FPR (both below 1/20: marked †), then the rank interval
+    none = next(line for line in text.splitlines() if line.startswith("| ★ | none | 0.900"))
+    assert "| 0.100 [0.096, 0.104] | 0.200 [0.193, 0.208] † | 0.300 [0.300, 0.300] † |" in none
+    assert "| 5 [5, 5] |" in none  # the most leaking of the five mlp settings in every resample
+    assert "(naive)" not in text and "Diagnostic only" in text
 
 
 def test_cli_writes_markdown_and_csv(store, tmp_path, capsys):
@@ -216,7 +233,10 @@ def test_cli_writes_markdown_and_csv(store, tmp_path, capsys):
     csv = pd.read_csv(out / "leaderboard.csv")
     assert len(csv) == 6 and csv["pareto"].sum() == 4
     for column in ("test_accuracy", "test_accuracy_ci_low", "strongest_attack", "tpr_at_fpr_0.1pct_ci_high",
-                   "auc_ci_low", "balanced_accuracy", "epsilon", "epsilon_lower_bound", "pareto"):
+                   "auc_ci_low", "balanced_accuracy", "epsilon", "epsilon_lower_bound", "pareto",
+                   "strongest_attack_selection", "tpr_at_fpr_0_ci_low", "tpr_at_fpr_1pct_ci_high",
+                   "naive_strongest_attack", "naive_tpr_at_fpr_0.1pct", "rank", "rank_ci_low", "rank_ci_high",
+                   "paired_targets", "leakage_p", "leakage_lower", "utility_p", "utility_lower"):
         assert column in csv.columns
     assert (out / "LEADERBOARD.md").read_text().startswith("# privbench leaderboard")
     # --out defaults to the results folder
