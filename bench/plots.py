@@ -3,11 +3,16 @@
 Each figure has a function that computes what it plots (tested on hand-made stores) and one that draws it with
 matplotlib's Agg backend, writing a PNG and an SVG:
 
-- ``frontier_<dataset>__<architecture>``: per dataset × architecture group, the privacy of the strongest attack
-  against test accuracy, one curve per defense through its settings (labelled with the swept parameter), the
-  undefended point (a star), DP-SGD points labelled with the accountant's ε, and the Pareto staircase; left panel
-  TPR at 0.1 % FPR on a log axis, right panel the AUC of the attack with the highest AUC;
-- ``roc_<cell>``: ROC curves of every attack of a cell on log–log axes with the random-guess diagonal;
+- ``frontier_<dataset>__<architecture>``: one per dataset × architecture group, the privacy of the strongest
+  attack against utility (test accuracy, or test R²) with 95 % CIs as error bars, one curve per defense through
+  its settings, the undefended point (a star), DP-SGD points as diamonds, the Pareto staircase and the
+  random-guess line; left panel TPR at 0.1 % FPR on a log axis (zeros drawn at :func:`log_floor`, as the axis
+  label says), right panel the AUC of the attack with the highest AUC. Points carry numbers, not labels: small
+  numbers in the defense's colour placed where they overlap no other number (:func:`place_labels`, leader lines
+  where a number had to move away), and a legend table below the axes maps each number to the setting, its
+  utility, TPR, AUC and accountant ε (:func:`legend_rows`);
+- ``roc_<cell>``: ROC curves of every attack of a cell on log–log axes with the random-guess diagonal
+  TPR = FPR and, where the non-members resolve it, the 0.1 % FPR line;
 - ``per_class_<cell>``: AUC and TPR at FPR = 0 of the cell's strongest attack on each class, minority classes
   flagged (:func:`bench.metrics.per_class_metrics`);
 - ``risk_<cell>``: histogram of the ``privacy_risk`` attack's scores (members vs non-members) and the riskiest
@@ -44,8 +49,11 @@ from privkernel.errors import BenchError
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
+    from matplotlib.artist import Artist
+    from matplotlib.text import Annotation
 
-#: The privacy axes of a frontier: leaderboard column of the value, of its CI bounds, and the axis label.
+#: The privacy axes of a frontier: leaderboard column of the value (its CI bounds: ``<column>_ci_low/high``) and
+#: the axis label.
 FRONTIER_METRICS = {
     "tpr": (PRIVACY, "TPR at 0.1 % FPR of the strongest attack (log scale)"),
     "auc": ("strongest_auc", "AUC of the strongest attack (by AUC)"),
@@ -111,17 +119,50 @@ def _strength_key(row: pd.Series, columns: list[str]) -> tuple:
     return (*key, row["strength"], row["setting"])
 
 
+def _option_items(options: str) -> list[str]:
+    return [item for item in str(options or "").split(", ") if item]
+
+
+def setting_labels(board: pd.DataFrame) -> pd.Series:
+    """Short labels of one group's settings for the frontier's legend table.
+
+    The defense with the parameters swept between its settings in the group (all of them, defaults included:
+    ``l2(weight_decay=0.001)`` beside ``l2(weight_decay=0.01)``), or its own label where it has one setting;
+    then, in brackets, the options in which the setting differs from the group's most common options
+    (:func:`common_options`).
+    """
+    params = sorted(c for c in board.columns if c.startswith("defense."))
+    common = set(_option_items(common_options(board)))
+    labels = pd.Series("", index=board.index, dtype=object)
+    for _, rows in board.groupby("defense_name", sort=False):
+        swept = [c for c in params if len({format_value(v) for v in rows[c] if not pd.isna(v)}) > 1]
+        for index, row in rows.iterrows():
+            values = [f"{c.removeprefix('defense.')}={format_value(row[c])}" for c in swept if not pd.isna(row[c])]
+            label = f"{row['defense_name']}({', '.join(values)})" if values else str(row["defense"])
+            extra = [item for item in _option_items(row.get("options", "")) if item not in common]
+            labels[index] = label + (f" [{', '.join(extra)}]" if extra else "")
+    return labels
+
+
+def common_options(board: pd.DataFrame) -> str:
+    """The options label most of the group's settings share (the first in order on a tie; "" without options)."""
+    options = board["options"].fillna("") if "options" in board else pd.Series("", index=board.index)
+    counts = options.value_counts(sort=False)
+    return str(counts.index[int(np.argmax(counts.to_numpy()))]) if len(counts) else ""
+
+
 def frontier_points(board: pd.DataFrame, metric: str = "tpr") -> pd.DataFrame:
     """The points of one group's frontier (``board``: its leaderboard rows) for the privacy ``metric``
-    (``"tpr"`` or ``"auc"``): columns ``defense_name``, ``strength``, ``utility`` with its CI, ``privacy`` with
+    (``"tpr"`` or ``"auc"``): columns ``number`` (1, 2, ...: the marker number, the same for both metrics),
+    ``label`` (:func:`setting_labels`), ``defense_name``, ``strength``, ``utility`` with its CI, ``privacy`` with
     its CI, ``pareto`` (on this metric), ``undefended``, ``dp`` (an accountant ε is known) and ``epsilon``;
     sorted by defense (the undefended first) and, within a defense, by its swept parameters."""
     column, _ = FRONTIER_METRICS[metric]
     utility = board["utility_metric"].iloc[0] if len(board) else "test_accuracy"
     params = sorted(c for c in board.columns if c.startswith("defense."))
     points = pd.DataFrame({
-        "setting": board["setting"], "defense": board["defense"], "defense_name": board["defense_name"],
-        "strength": board["strength"].fillna(""),
+        "setting": board["setting"], "label": setting_labels(board), "defense": board["defense"],
+        "defense_name": board["defense_name"], "strength": board["strength"].fillna(""),
         "utility": board["utility"],
         "utility_ci_low": board.get(f"{utility}_ci_low", board["utility"]),
         "utility_ci_high": board.get(f"{utility}_ci_high", board["utility"]),
@@ -137,7 +178,9 @@ def frontier_points(board: pd.DataFrame, metric: str = "tpr") -> pd.DataFrame:
     points["pareto"] = pareto_mask(points["utility"], points["privacy"])
     keys = {i: (not row["undefended"], row["defense_name"], _strength_key(row, params)) for i, row in points.iterrows()}
     order = sorted(points.index, key=lambda i: keys[i])
-    return points.loc[order].drop(columns=params).reset_index(drop=True)
+    points = points.loc[order].drop(columns=params).reset_index(drop=True)
+    points.insert(0, "number", np.arange(1, len(points) + 1))
+    return points
 
 
 def pareto_staircase(utility: Iterable[float], privacy: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -178,19 +221,143 @@ def _defense_colors(names: Iterable[str]) -> dict[str, str]:
     return colors
 
 
-def _point_label(row: pd.Series) -> str:
-    """The swept parameters (or, for a defense with one setting, the parameters of its label) and DP's ε."""
-    params = row["defense"][len(row["defense_name"]) + 1:-1] if row["defense"].endswith(")") else ""
-    strength = row["strength"] or params.replace(",", ", ")
-    parts = [strength] if strength else []
-    if row["dp"]:
-        parts.append(f"ε={row['epsilon']:.2g}")
-    if row["undefended"] and not parts:
-        return "undefended"
-    return ", ".join(parts)
+# --- label placement --------------------------------------------------------------------------------------------
+
+#: Pixels kept free around every placed label (its box grows by this on each side before the overlap test).
+LABEL_PAD = 2.0
+#: Rings searched past the first free place that covers a marker before that place is taken.
+PATIENCE = 3
 
 
-def _draw_frontier(ax: plt.Axes, points: pd.DataFrame, metric: str, colors: dict[str, str]) -> None:
+def _ring(center: np.ndarray, radius: float, spacing: float) -> np.ndarray:
+    """Points on a circle around ``center``, at most ``spacing`` apart: east first, then alternately above and
+    below, west last."""
+    n = max(8, int(np.ceil(2 * np.pi * radius / spacing)))
+    steps = np.array(sorted(range(-((n - 1) // 2), n // 2 + 1), key=lambda k: (abs(k), -k)))
+    angles = steps * (2 * np.pi / n)
+    return center + radius * np.column_stack([np.cos(angles), np.sin(angles)])
+
+
+def _boxes(centers: np.ndarray, width: float, height: float) -> np.ndarray:
+    return np.column_stack([centers[:, 0] - width / 2, centers[:, 1] - height / 2,
+                            centers[:, 0] + width / 2, centers[:, 1] + height / 2])
+
+
+def _hits(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Which of ``boxes`` (x0, y0, x1, y1 rows) intersect any of ``others``."""
+    if not len(others):
+        return np.zeros(len(boxes), dtype=bool)
+    a, b = boxes[:, None, :], others[None, :, :]
+    return np.any((a[..., 0] < b[..., 2]) & (b[..., 0] < a[..., 2]) & (a[..., 1] < b[..., 3])
+                  & (b[..., 1] < a[..., 3]), axis=1)
+
+
+def free_spot(center: np.ndarray, size: tuple[float, float], clearance: float, frame: np.ndarray,
+              labels: np.ndarray, markers: np.ndarray) -> np.ndarray | None:
+    """Where to centre a label box of ``size`` (pixels, padded) for the point at ``center``.
+
+    Parameters
+    ----------
+    center
+        The point, in display pixels.
+    size
+        Width and height of the label box.
+    clearance
+        The marker's radius: the first ring of candidate places lies just outside it.
+    frame
+        ``(x0, y0, x1, y1)`` the box must stay inside (the axes).
+    labels, markers
+        ``(n, 4)`` boxes of the labels already placed (never overlapped) and of the markers (avoided where a free
+        place is found within :data:`PATIENCE` rings of the first place that covers one).
+
+    Returns
+    -------
+    The centre of the label box, or None where no place in the frame is free of ``labels``. Candidates lie on
+    rings of growing radius around the point, out to the frame's diagonal, no further apart than half the box,
+    so a free place of the size of the box is found wherever there is one (at this resolution).
+    """
+    width, height = size
+    step = min(width, height) / 2
+    reach = np.hypot(frame[2] - frame[0], frame[3] - frame[1])
+    fallback, since = None, 0
+    radius = clearance + max(width, height) / 2
+    while radius <= reach + step:
+        spots = _ring(center, radius, step)
+        boxes = _boxes(spots, width, height)
+        inside = ((boxes[:, 0] >= frame[0]) & (boxes[:, 1] >= frame[1]) & (boxes[:, 2] <= frame[2])
+                  & (boxes[:, 3] <= frame[3]))
+        free = inside & ~_hits(boxes, labels)
+        clear = free & ~_hits(boxes, markers)
+        if clear.any():
+            return spots[np.argmax(clear)]
+        if fallback is None and free.any():
+            fallback = spots[np.argmax(free)]
+        if fallback is not None:
+            since += 1
+            if since > PATIENCE:
+                break
+        radius += step
+    return fallback
+
+
+def place_labels(ax: plt.Axes, x: np.ndarray, y: np.ndarray, texts: list[str], colors: list[str],
+                 radii: np.ndarray, fontsize: float = 7.0) -> list[Annotation | None]:
+    """Draw each ``texts[i]`` next to the point ``(x[i], y[i])`` (data coordinates) so that no two labels overlap.
+
+    Greedy: points are taken from the top of the axes down; each label goes to the first place on rings around
+    its point (:func:`free_spot`) whose box, grown by :data:`LABEL_PAD`, meets no label placed before it and
+    stays inside the axes, preferring places that cover no marker (``radii``: marker radii in points). A label
+    away from its marker gets a leader line. The axes' limits and position must be final: the places are
+    computed in display space (offsets in points, so the PNG and the SVG agree).
+
+    Returns the annotations, None for a point that is not finite or found no free place (its row in the
+    legend table still names it).
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72
+    centers = ax.transData.transform(np.column_stack([x, y]))
+    radii = np.asarray(radii, dtype=float) * px
+    finite = np.all(np.isfinite(centers), axis=1)
+    markers = np.column_stack([centers[:, 0] - radii, centers[:, 1] - radii,
+                               centers[:, 0] + radii, centers[:, 1] + radii])[finite]
+    bounds = ax.get_window_extent(renderer)
+    frame = np.array([bounds.x0, bounds.y0, bounds.x1, bounds.y1])
+    font = {"fontsize": fontsize, "fontweight": "bold"}
+    from matplotlib.patheffects import withStroke
+
+    placed: list[np.ndarray] = []
+    out: list[Annotation | None] = [None] * len(texts)
+    for i in sorted(np.flatnonzero(finite), key=lambda i: (-centers[i, 1], centers[i, 0], i)):
+        probe = ax.text(0, 0, texts[i], **font)
+        extent = probe.get_window_extent(renderer)
+        probe.remove()
+        size = (extent.width + 2 * LABEL_PAD, extent.height + 2 * LABEL_PAD)
+        spot = free_spot(centers[i], size, radii[i], frame, np.array(placed).reshape(-1, 4), markers)
+        if spot is None:
+            continue
+        placed.append(_boxes(spot[None], *size)[0])
+        offset = spot - centers[i]
+        leader = np.hypot(*offset) > radii[i] + max(size) / 2 + 1
+        arrow = {"arrowstyle": "-", "color": colors[i], "lw": 0.6, "alpha": 0.8, "shrinkA": 0,
+                 "shrinkB": radii[i] / px} if leader else None
+        out[i] = ax.annotate(texts[i], (x[i], y[i]), xytext=tuple(offset / px), textcoords="offset points",
+                             ha="center", va="center", color=colors[i], zorder=6, annotation_clip=False,
+                             arrowprops=arrow, path_effects=[withStroke(linewidth=2.2, foreground="white")],
+                             **font)
+    return out
+
+
+# --- the frontier figure ------------------------------------------------------------------------------------------
+
+#: Marker radius in points: undefended (star), others; the Pareto ring around an optimal point.
+MARKER_RADIUS = {"star": np.sqrt(220) / 2, "point": np.sqrt(55) / 2, "pareto": np.sqrt(260) / 2}
+
+
+def _draw_frontier(ax: plt.Axes, points: pd.DataFrame, metric: str,
+                   colors: dict[str, str]) -> tuple[np.ndarray, float | None]:
+    """Draw one panel's points, CIs, curves, staircase and random-guess line and fix its limits. Returns where
+    each point was drawn on the y axis and, on the log axis, where zeros are drawn (:func:`log_floor`)."""
     log = metric == "tpr"
     privacy = points["privacy"].to_numpy(dtype=float)
     floor = log_floor(np.r_[privacy, points["privacy_ci_low"].to_numpy(dtype=float)]) if log else None
@@ -205,7 +372,7 @@ def _draw_frontier(ax: plt.Axes, points: pd.DataFrame, metric: str, colors: dict
         color = colors[name]
         label = "undefended" if name == UNDEFENDED else name + (" (DP, accountant ε)" if rows["dp"].any() else "")
         if len(rows) > 1:
-            ax.plot(x, y, "-", color=color, lw=2 if rows["dp"].any() else 1.3, alpha=0.8, zorder=2)
+            ax.plot(x, y, "-", color=color, lw=2 if rows["dp"].any() else 1.3, alpha=0.6, zorder=2)
         xerr = np.abs(np.vstack([x - rows["utility_ci_low"], rows["utility_ci_high"] - x]))
         yerr = np.abs(np.vstack([y - clip(rows["privacy_ci_low"].to_numpy(dtype=float)),
                                  clip(rows["privacy_ci_high"].to_numpy(dtype=float)) - y]))
@@ -218,51 +385,138 @@ def _draw_frontier(ax: plt.Axes, points: pd.DataFrame, metric: str, colors: dict
         if zero.any():
             ax.scatter(x[zero], y[zero], marker=marker, s=size, facecolor="white", edgecolor=color, linewidth=1.2,
                        zorder=4, label=None if (~zero).any() else label)
-        for xi, yi, (_, row) in zip(x, y, rows.iterrows(), strict=True):
-            text = _point_label(row)
-            if text:
-                ax.annotate(text, (xi, yi), xytext=(5, 5), textcoords="offset points", fontsize=7, color=color)
 
     sx, sy = pareto_staircase(points["utility"], privacy)
+    if len(sx) > 1:  # a staircase of one point is no line
+        ax.plot(sx, clip(sy) if log else sy, color="0.4", ls="--", lw=1, zorder=3, label="Pareto frontier (staircase)")
     if len(sx):
-        ax.plot(sx, clip(sy) if log else sy, drawstyle="default", color="0.4", ls="--", lw=1, zorder=3,
-                label="Pareto frontier (staircase)")
         pareto = points["pareto"].to_numpy()
         ax.scatter(points["utility"][pareto], shown[pareto], s=260, facecolor="none", edgecolor="0.4", lw=1,
                    zorder=3, label="Pareto-optimal")
+    high = np.r_[clip(points["privacy_ci_high"].to_numpy(dtype=float)), shown]
     if log:
         ax.set_yscale("log")
-        ax.axhline(PRIVACY_FPR, color="tab:red", ls=":", lw=1, label="random guess (TPR = FPR = 0.1 %)")
+        ax.axhline(PRIVACY_FPR, color="tab:red", ls=":", lw=1.2, label="random guess (TPR = FPR = 0.1 %)")
         if (privacy <= 0).any():
             ax.axhline(floor, color="0.6", ls=":", lw=0.8, label="TPR = 0 (hollow markers, drawn here)")
-        top = np.nanmax(np.r_[shown, clip(points["privacy_ci_high"].to_numpy(dtype=float)), PRIVACY_FPR])
-        ax.set_ylim(floor / 1.6, min(1.0, top * 2.5))
+        ax.set_ylim(floor / 1.6, min(1.0, np.nanmax(np.r_[high, PRIVACY_FPR]) * 2.5))
     else:
-        ax.axhline(0.5, color="tab:red", ls=":", lw=1, label="random guess (AUC = 0.5)")
+        ax.axhline(0.5, color="tab:red", ls=":", lw=1.2, label="random guess (AUC = 0.5)")
+        bottom = np.nanmin(np.r_[points["privacy_ci_low"].to_numpy(dtype=float), shown, 0.5])
+        top = np.nanmax(np.r_[high, 0.5])
+        pad = 0.08 * max(top - bottom, 0.02)
+        ax.set_ylim(bottom - pad, top + pad)
+    # room for the numbers on both sides of the outermost points
+    utility = points[["utility", "utility_ci_low", "utility_ci_high"]].to_numpy(dtype=float).ravel()
+    utility = utility[np.isfinite(utility)]
+    if len(utility):
+        pad = 0.08 * max(utility.max() - utility.min(), 0.01)
+        ax.set_xlim(utility.min() - pad, utility.max() + pad)
     ax.grid(True, which="major", alpha=0.3)
+    return shown, floor
 
 
-def plot_frontier(board: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """One figure for one group's leaderboard rows: TPR panel (log) and AUC panel."""
+def _fmt_ci(mean: float, low: float, high: float, digits: int) -> str:
+    if not np.isfinite(mean):
+        return "–"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def legend_rows(tpr: pd.DataFrame, auc: pd.DataFrame, utility: str) -> tuple[str, list[str]]:
+    """The legend table of a frontier as monospace text: the header and one row per point of
+    ``frontier_points(board, "tpr")`` (``tpr``) and ``frontier_points(board, "auc")`` (``auc``, in the same
+    order): number, setting label, utility, TPR at 0.1 % FPR, AUC (★: Pareto-optimal on that metric) and the
+    accountant's ε."""
+    columns = [
+        ("#", [str(n) for n in tpr["number"]]),
+        ("setting", list(tpr["label"])),
+        (f"{UTILITY_NAMES.get(utility, utility)} [95 % CI]",
+         [_fmt_ci(r.utility, r.utility_ci_low, r.utility_ci_high, 3) for r in tpr.itertuples()]),
+        ("TPR @ 0.1 % FPR [95 % CI]",
+         [_fmt_ci(r.privacy, r.privacy_ci_low, r.privacy_ci_high, 4) + (" ★" if r.pareto else "")
+          for r in tpr.itertuples()]),
+        ("AUC (by AUC) [95 % CI]",
+         [_fmt_ci(r.privacy, r.privacy_ci_low, r.privacy_ci_high, 3) + (" ★" if r.pareto else "")
+          for r in auc.itertuples()]),
+    ]
+    if tpr["dp"].any():
+        columns.append(("ε (accountant)", [f"{e:.3g}" if np.isfinite(e) else "" for e in tpr["epsilon"]]))
+    widths = [max(len(head), *(len(v) for v in values)) for head, values in columns]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].rjust(widths[0])
+        return "  ".join([first, *(c.ljust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]).rstrip()
+
+    header = line([head for head, _ in columns])
+    rows = [line([values[i] for _, values in columns]) for i in range(len(tpr))]
+    return header, rows
+
+
+def _draw_table(fig: plt.Figure, anchor: Artist, header: str, rows: list[str], colors: list[str],
+                note: str, fontsize: float = 7.0) -> None:
+    """The legend table below ``anchor`` (the figure legend), one text per row, ``rows[i]``'s number coloured
+    ``colors[i]``; rows are spaced by the measured height of the tallest so that none overlaps the next."""
+    from matplotlib.text import Annotation
+
+    renderer = fig.canvas.get_renderer()
+    font = {"family": "monospace", "fontsize": fontsize}
+    probe = fig.text(0, 0, header + "".join(rows) + "Ág|★ε", **font)
+    line = probe.get_window_extent(renderer).height * 72 / fig.dpi + 1.5
+    probe.set_text("0" * 40)
+    char = probe.get_window_extent(renderer).width * 72 / fig.dpi / 40  # the advance of one character
+    probe.remove()
+    digits = len(str(len(rows)))
+
+    def text(content: str, row: int, color: str = "black", weight: str = "normal", column: int = 0) -> None:
+        fig.add_artist(Annotation(content, xy=(0.06, 0), xycoords=("figure fraction", anchor),
+                                  xytext=(column * char, -6 - row * line), textcoords="offset points",
+                                  ha="left", va="top", color=color, fontweight=weight, annotation_clip=False,
+                                  **font))
+
+    text(note, 0, color="0.3")
+    text(header, 1, weight="bold")
+    for i, (row, color) in enumerate(zip(rows, colors, strict=True)):
+        text(row[:digits], i + 2, color=color, weight="bold")
+        text(row[digits + 2:], i + 2, column=digits + 2)  # after the two spaces between the columns
+
+
+def frontier_figure(board: pd.DataFrame) -> plt.Figure:
+    """The frontier figure of one group's leaderboard rows (see the module docstring)."""
     group = board["group"].iloc[0]
     utility = board["utility_metric"].iloc[0] or "test_accuracy"
     colors = _defense_colors(board["defense_name"])
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6.4))
+    # fixed layout (the labels are placed in display space): savefig's tight bounding box takes in the legend
+    # and the table below the axes
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.87, bottom=0.1, wspace=0.18)
+    panels = {}
     for ax, metric in zip(axes, FRONTIER_METRICS, strict=True):
-        _draw_frontier(ax, frontier_points(board, metric), metric, colors)
+        points = frontier_points(board, metric)
+        shown, floor = _draw_frontier(ax, points, metric, colors)
         ax.set_xlabel(f"{UTILITY_NAMES.get(utility, utility)} (mean over target models, 95 % CI)")
-        ax.set_ylabel(FRONTIER_METRICS[metric][1])
+        label = FRONTIER_METRICS[metric][1]
+        if floor is not None and ((points["privacy"] <= 0) | (points["privacy_ci_low"] <= 0)).any():
+            label = label.replace("(log scale)", f"(log scale; 0 drawn at {floor:.2g})")
+        ax.set_ylabel(label)
         ax.set_title("leakage at low FPR (TPR @ 0.1 % FPR)" if metric == "tpr" else "leakage on average (AUC)")
+        radii = np.where(points["pareto"], MARKER_RADIUS["pareto"],
+                         np.where(points["undefended"], MARKER_RADIUS["star"], MARKER_RADIUS["point"]))
+        place_labels(ax, points["utility"].to_numpy(dtype=float), shown, [str(n) for n in points["number"]],
+                     [colors[n] for n in points["defense_name"]], radii)
+        panels[metric] = points
     handles, labels = axes[0].get_legend_handles_labels()
     h2, l2 = axes[1].get_legend_handles_labels()
     seen = dict(zip(labels, handles, strict=True))
     for h, label in zip(h2, l2, strict=True):
         seen.setdefault(label, h)
-    # below the axes; savefig's tight bounding box takes it in (cheaper than tight_layout on a slow machine)
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.86, bottom=0.12, wspace=0.22)
-    fig.legend(seen.values(), seen.keys(), loc="upper center", ncol=min(4, len(seen)), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, 0.02))
+    legend = fig.legend(seen.values(), seen.keys(), loc="upper center", ncol=min(4, len(seen)), fontsize=8,
+                        frameon=False, bbox_to_anchor=(0.5, 0.02))
+    header, rows = legend_rows(panels["tpr"], panels["auc"], utility)
+    common = common_options(board)
+    note = ("numbers: the points of both panels, coloured by defense; ★ Pareto-optimal on that metric"
+            + (f"; options {common} unless noted in [ ]" if common else ""))
+    _draw_table(fig, legend, header, rows, [colors[n] for n in panels["tpr"]["defense_name"]], note)
     note = ""
     resolvable = board["min_resolvable_fpr"].max()
     if np.isfinite(resolvable) and resolvable > PRIVACY_FPR:
@@ -270,7 +524,12 @@ def plot_frontier(board: pd.DataFrame, out_dir: Path) -> list[Path]:
                 "(members scored above every non-member)")
     fig.suptitle(f"{group}: accuracy–privacy frontier (lower-right is better; privacy of the strongest attack "
                  f"per setting){note}", fontsize=10)
-    return save(fig, out_dir, f"frontier_{slug(group)}")
+    return fig
+
+
+def plot_frontier(board: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Write ``frontier_<group slug>`` (PNG and SVG) for one group's leaderboard rows (:func:`frontier_figure`)."""
+    return save(frontier_figure(board), out_dir, f"frontier_{slug(board['group'].iloc[0])}")
 
 
 # --- per-cell figures -----------------------------------------------------------------------------------------
@@ -297,23 +556,30 @@ def roc_series(samples: pd.DataFrame, per_target: bool = False) -> list[dict]:
     return curves
 
 
-def plot_roc(samples: pd.DataFrame, cell: str, out_dir: Path, per_target: bool = False) -> list[Path]:
+def roc_figure(samples: pd.DataFrame, cell: str, per_target: bool = False) -> plt.Figure | None:
+    """ROC curves of one cell's samples (:func:`roc_series`) on log–log axes with the random-guess diagonal
+    TPR = FPR and, where there are 500 non-members or more, the 0.1 % FPR line; None when no attack has both
+    members and non-members."""
     curves = roc_series(samples, per_target)
     if not curves:
-        return []
+        return None
     curves.sort(key=lambda c: (-c[PRIVACY], -c["auc"], c["attack"], c["target"] or 0))
     floor = 0.5 / max(c["n_nonmembers"] for c in curves)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 6))
-    cmap = plt.get_cmap("tab20")
     attacks = sorted({c["attack"] for c in curves})
+    # ten distinct colours, then the same colours dash-dotted (tab20's light and dark pairs look alike)
+    palette, styles = plt.get_cmap("tab10").colors, ("-", "-.", (0, (1, 1)))
     for curve in curves:
-        color = cmap(attacks.index(curve["attack"]) % 20)
+        index = attacks.index(curve["attack"])
         name = curve["attack"] + ("" if curve["target"] is None else f" (target {curve['target']})")
-        ax.plot(np.maximum(curve["fpr"], floor), np.maximum(curve["tpr"], floor), color=color, lw=1.3,
+        ax.plot(np.maximum(curve["fpr"], floor), np.maximum(curve["tpr"], floor), color=palette[index % 10],
+                ls=styles[index // 10 % len(styles)], lw=1.3,
                 label=f"{name}: AUC {curve['auc']:.3f}, TPR@0.1% {curve[PRIVACY]:.3f}")
-    ax.plot([floor, 1], [floor, 1], color="0.3", ls="--", lw=1, label="random guess (TPR = FPR)")
-    ax.axvline(PRIVACY_FPR, color="tab:red", ls=":", lw=0.8)
+    # above the curves: an attack no better than guessing runs along it and would hide it
+    ax.plot([floor, 1], [floor, 1], color="0.2", ls="--", lw=1, zorder=3, label="random guess (TPR = FPR)")
+    if floor < PRIVACY_FPR:  # with fewer than 500 non-members 0.1 % FPR lies left of the axis
+        ax.axvline(PRIVACY_FPR, color="tab:red", ls=":", lw=0.8, label="FPR = 0.1 %")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(floor, 1)
@@ -321,10 +587,16 @@ def plot_roc(samples: pd.DataFrame, cell: str, out_dir: Path, per_target: bool =
     pooled = "one curve per target" if per_target else "pooled over the cell's target models"
     ax.set_xlabel(f"false-positive rate (log; FPR = 0 drawn at the left edge, {1 / (2 * floor):.0f} non-members)")
     ax.set_ylabel("true-positive rate (log)")
-    ax.set_title(f"ROC curves, {cell}\n({pooled}; legend sorted by TPR at 0.1 % FPR, red line)")
+    ax.set_title(f"ROC curves, {cell}\n({pooled}; legend sorted by TPR at 0.1 % FPR)")
     ax.grid(True, which="both", alpha=0.2)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
-    return save(fig, out_dir, f"roc_{slug(cell)}")
+    return fig
+
+
+def plot_roc(samples: pd.DataFrame, cell: str, out_dir: Path, per_target: bool = False) -> list[Path]:
+    """Write ``roc_<cell slug>`` (PNG and SVG, :func:`roc_figure`); nothing when there is no curve."""
+    fig = roc_figure(samples, cell, per_target)
+    return [] if fig is None else save(fig, out_dir, f"roc_{slug(cell)}")
 
 
 def is_classification(labels: np.ndarray, max_classes: int = 50) -> bool:
@@ -419,6 +691,11 @@ def plot_risk(samples: pd.DataFrame, cell: str, out_dir: Path, k: int = 10) -> l
             label=f"non-members ({(~member).sum()})")
     ax.set_xlabel("privacy risk score (Song & Mittal 2021: estimated P(member | output))")
     ax.set_yscale("log")
+    from matplotlib.ticker import LogFormatter
+
+    # counts as plain numbers (1, 2, 3, 10), not 2×10⁰; minor ticks labelled only where few decades are shown
+    ax.yaxis.set_major_formatter(LogFormatter())
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
     ax.set_ylabel("records × target models (log)")
     ax.set_title(f"Privacy risk scores, {cell}\n(pooled over the cell's target models)")
     ax.legend(frameon=False)
