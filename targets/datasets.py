@@ -83,11 +83,11 @@ def _notice(text: str) -> None:
     warnings.warn(text, stacklevel=3)
 
 
-def _task_tag(params: Mapping[str, Any]) -> str:
+def task_tag(params: Mapping[str, Any]) -> str:
     return params["task"]
 
 
-def _molecule_params(default_features: str = "ecfp4") -> list[Param]:
+def molecule_params(default_features: str = "ecfp4") -> list[Param]:
     return [
         Param("features", str, default_features, "molecular featurization", choices=tuple(FEATURIZERS)),
         Param("n_bits", int, 2048, "fingerprint length (ECFP, RDKit path)", low=16, high=65536),
@@ -223,9 +223,9 @@ def chembl_threshold_problem(
               choices=TASKS),
         Param("threshold", float, CHEMBL_DEFAULT_THRESHOLD, "active = pIC50 ≥ threshold (classification)",
               low=0.0, high=14.0),
-        *_molecule_params(),
+        *molecule_params(),
     ],
-    task=_task_tag,
+    task=task_tag,
     inputs=lambda p: FEATURIZERS[p["features"]].inputs,
     n_classes=lambda p: 2 if p["task"] == "classification" else 1,
     check=chembl_threshold_problem,
@@ -343,10 +343,10 @@ def _bad_rows(kind: str, lines: list[str], n: int, source: str, drop_invalid: bo
         Param("label_col", str, "label", "column holding the label or regression target"),
         Param("smiles_col", str, None, "column holding SMILES; unset: the other numeric columns are the features"),
         Param("task", str, "classification", "classification or regression", choices=TASKS),
-        *_molecule_params(),
+        *molecule_params(),
         Param("drop_invalid", bool, False, "drop (and report) bad rows instead of stopping"),
     ],
-    task=_task_tag,
+    task=task_tag,
     inputs=lambda p: FEATURIZERS[p["features"]].inputs if p["smiles_col"] is not None else "vector",
     files=("path",),
 )
@@ -477,7 +477,7 @@ NPZ_LAYOUTS: dict[str, dict[int, str]] = {
               "X[N, C, D, H, W]", choices=tuple(NPZ_LAYOUTS)),
     ],
     files=("path",),
-    task=_task_tag,
+    task=task_tag,
     inputs=lambda p: p["inputs"],
 )
 def npz(path: str | None = None, task: str = "classification", inputs: str = "vector") -> Dataset:
@@ -592,7 +592,7 @@ def synthetic_volumes_problem(
               "median)", choices=TASKS),
         Param("seed", int, 0, "seed of the generator (ages, centres, voxel and target noise)", low=0),
     ],
-    task=_task_tag,
+    task=task_tag,
     inputs="volume",
     n_classes=lambda p: 2 if p["task"] == "classification" else 1,
     check=synthetic_volumes_problem,

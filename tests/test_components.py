@@ -82,7 +82,10 @@ def test_every_dataset_loads_as_its_tags_declare(name, tmp_path):
     missing = [p.name for p in component.params if p.default is None and p.name not in DATASET_PARAMS.get(name, {})]
     assert not (set(missing) & set(component.tag("files"))), f"add file parameters of {name!r} to DATASET_PARAMS"
     params = component.validate(dataset_params(name, tmp_path))
-    assert component.check(params) is None
+    problem = component.check(params)
+    if problem and "install it with" in problem:  # a dataset whose package is not installed (.ci/run installs all)
+        pytest.skip(problem)
+    assert problem is None
     data = component.obj(**params)
     task, kind, n_classes, size = (component.tag(t, params) for t in ("task", "inputs", "n_classes", "size"))
     assert data.task == task
