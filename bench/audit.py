@@ -236,7 +236,7 @@ def score_target(attack: ComponentSpec, audit: Audit, target: int, calibration: 
 
 
 def target_metrics(
-    scores: dict[str, np.ndarray], keep: np.ndarray, target: int, calibration: list[int]
+    scores: dict[str, np.ndarray], keep: np.ndarray, target: int, calibration: list[int], n_targets: int = 1
 ) -> dict[str, Any]:
     """Every metric of one target's scores; the thresholds are chosen on the calibration models' audits. Records
     marked not ``evaluated`` (leaked to the attacker) take no part.
@@ -245,7 +245,9 @@ def target_metrics(
     ``calibration_tpr_at_fpr_1pct`` and ``calibration_auc`` are the same metrics measured on the calibration
     models' audits (each audit separately, then averaged over the calibration models;
     :func:`bench.metrics.calibration_metrics`): what the attacker measures without the target's membership, on which
-    the leaderboard chooses a setting's strongest attack."""
+    the leaderboard chooses a setting's strongest attack. Only the calibration models that are not themselves
+    audited as targets (models ``n_targets`` and above) take part in them, so that the choice never rests on an
+    audit of a model whose target audit it then reports; they are NaN when every calibration model is a target."""
     n = keep.shape[1]
     evaluated = scores.get("evaluated", np.ones(n, dtype=bool))
     reference_evaluated = scores.get("calibration_evaluated", np.ones((len(calibration), n), dtype=bool))
@@ -256,7 +258,8 @@ def target_metrics(
     target_scores, members = scores["target"][evaluated], keep[target][evaluated]
     return {
         **attack_metrics(target_scores, members, threshold).as_row(),
-        **calibration_metrics(scores["calibration"], keep[calibration], reference_evaluated),
+        **calibration_metrics(scores["calibration"], keep[calibration], reference_evaluated,
+                              selected=np.asarray(calibration) >= n_targets),
         "epsilon_lower_bound": epsilon_at_threshold(target_scores, members, eps_threshold, EPSILON_DELTA),
         **{k.split("/", 1)[1]: float(v) for k, v in scores.items() if k.startswith("info/")},
     }

@@ -152,8 +152,9 @@ def attack_summary(rows: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.
     """Per attack of one setting: mean and CI of each of :data:`BOARD_METRICS`, mean calibration TPR at 0.1 % FPR
     and AUC, mean ε lower bound, row count.
 
-    A calibration mean is NaN unless every row of the attack has its calibration metric (a store written before
-    they existed has none), so that attacks are never compared on different rows.
+    A calibration mean is over the rows that have the metric: those of targets with a calibration model that is
+    not itself a target (:func:`bench.audit.target_metrics`), the same rows for every attack of a setting. It is
+    NaN when no row has it (a store written before calibration metrics existed).
     """
     out = []
     for attack, group in attack_rows(rows).groupby("attack_key", sort=True):
@@ -163,7 +164,7 @@ def attack_summary(rows: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.
             entry.update({metric: mean, f"{metric}_ci_low": low, f"{metric}_ci_high": high})
         for metric in (CALIBRATION_PRIVACY, CALIBRATION_AUC):
             measured = group[metric] if metric in group else pd.Series(np.nan, group.index)
-            entry[metric] = float(measured.mean()) if measured.notna().all() else float("nan")
+            entry[metric] = float(measured.mean()) if measured.notna().any() else float("nan")
         bound = group["epsilon_lower_bound"] if "epsilon_lower_bound" in group else pd.Series(dtype=float)
         entry["epsilon_lower_bound"] = float(bound.mean()) if bound.notna().any() else float("nan")
         out.append(entry)
@@ -195,9 +196,8 @@ def choose_strongest(
     store) it is :func:`strongest` on the target means themselves (:data:`NAIVE`), which is biased upward: the
     maximum of noisy means.
 
-    The calibration models of a target are the next models cyclically (:func:`bench.audit.calibration_models`), so
-    with several targets per cell some are themselves targets, audited with one reference model fewer: the choice
-    is then not wholly independent of the targets it is scored on, and the reported TPR can keep part of the bias.
+    The calibration metrics come from the audits of calibration models that are not targets of the cell
+    (:func:`bench.audit.target_metrics`), so the choice is independent of the target audits it is scored on.
     """
     calibrated = f"{CALIBRATION}{metric}"
     if len(summary) and calibrated in summary and summary[calibrated].notna().all():
@@ -488,9 +488,9 @@ def to_markdown(board: pd.DataFrame, source: str = "") -> str:
         "references), ties broken by the mean calibration AUC, then by name. The chosen attack is then scored on "
         "the targets: TPR at 0, 0.1 % and 1 % FPR and AUC. Choosing the attack with the best mean on the targets "
         "and reporting that same mean would overstate the leakage (the winner's curse: the maximum of noisy "
-        "means); that naive maximum is shown below each table as a diagnostic only. (A target's calibration "
-        "models can be other targets of its cell, audited with one reference fewer, so the choice is not wholly "
-        "independent of the targets that score it.) "
+        "means); that naive maximum is shown below each table as a diagnostic only. Only calibration models that "
+        "are not themselves targets of the cell take part, so the choice is independent of the target audits "
+        "that score it. "
         "★ marks the Pareto-optimal settings of each group: no other setting of the group has both "
         "higher-or-equal utility and lower-or-equal strongest-attack TPR at 0.1 % FPR, one of them strictly.",
         "",

@@ -77,7 +77,8 @@ CALIBRATION = "calibration_"
 
 
 def calibration_metrics(
-    scores: np.ndarray, membership: np.ndarray, evaluated: np.ndarray | None = None
+    scores: np.ndarray, membership: np.ndarray, evaluated: np.ndarray | None = None,
+    selected: np.ndarray | None = None,
 ) -> dict[str, float]:
     """The TPR at each of :data:`FPR_LEVELS` and the AUC of ``k`` audits, each measured on its own audit and then
     averaged over the audits: ``calibration_tpr_at_fpr_0.1pct``, ..., ``calibration_auc``.
@@ -90,6 +91,8 @@ def calibration_metrics(
     evaluated
         ``[k, N]``: the records each audit is scored on (None: all), so that records leaked to the attacker take
         no part, as on the target.
+    selected
+        ``[k]``: the audits that take part (None: all); every value is NaN when none does.
 
     Notes
     -----
@@ -101,12 +104,15 @@ def calibration_metrics(
     """
     scores, membership = np.asarray(scores, dtype=np.float64), np.asarray(membership, dtype=bool)
     evaluated = np.ones(scores.shape, dtype=bool) if evaluated is None else np.asarray(evaluated, dtype=bool)
+    selected = np.ones(len(scores), dtype=bool) if selected is None else np.asarray(selected, dtype=bool)
+    names = [*FPR_LEVELS, "auc"]
     per_audit = []
-    for s, m, e in zip(scores, membership, evaluated, strict=True):
+    for s, m, e in zip(scores[selected], membership[selected], evaluated[selected], strict=True):
         fpr, tpr, _ = roc_curve(s[e], m[e])
-        per_audit.append({**{name: float(tpr[fpr <= level + 1e-12].max()) for name, level in FPR_LEVELS.items()},
-                          "auc": float(trapezoid(tpr, fpr))})
-    return {f"{CALIBRATION}{name}": float(np.mean([a[name] for a in per_audit])) for name in per_audit[0]}
+        per_audit.append([*(float(tpr[fpr <= level + 1e-12].max()) for level in FPR_LEVELS.values()),
+                          float(trapezoid(tpr, fpr))])
+    means = np.mean(per_audit, axis=0) if per_audit else np.full(len(names), np.nan)
+    return {f"{CALIBRATION}{name}": float(value) for name, value in zip(names, means, strict=True)}
 
 
 # --- utility of the models ---------------------------------------------------------------------------------

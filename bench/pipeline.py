@@ -54,7 +54,7 @@ from targets.white_box import white_box_features
 INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "X/bonds", ...
 
 STAGE_VERSIONS = {
-    "features": 1, "split": 1, "models": 2, "observations": 3, "scores": 1, "metrics": 6,
+    "features": 1, "split": 1, "models": 2, "observations": 3, "scores": 1, "metrics": 7,
     "robustness": 1, "white_box": 1,
 }
 SNAPSHOT = "snapshot."  # models-stage tensors of intermediate models (federated rounds)
@@ -164,7 +164,8 @@ class CellRun:
         )
 
     def metrics_key(self, attack: ComponentSpec, target: int) -> str:
-        return self._key("metrics", scores=self.scores_key(attack, target), split=self.split_key)
+        return self._key("metrics", scores=self.scores_key(attack, target), split=self.split_key,
+                         n_targets=self.protocol["n_targets"])
 
     # --- stages ----------------------------------------------------------------------------------------------
 
@@ -397,7 +398,8 @@ class CellRun:
 
         def compute() -> dict[str, dict[str, Any]]:
             scores = self.scores(attack, target)
-            measured = target_metrics(scores, self.membership(), target, self.calibration_models(target))
+            measured = target_metrics(scores, self.membership(), target, self.calibration_models(target),
+                                      self.protocol["n_targets"])
             reported = {k.split("/", 1)[1] for k in scores if k.startswith("info/")}
             return {
                 "utility": self.utility(target),

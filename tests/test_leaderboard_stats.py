@@ -108,14 +108,15 @@ def test_an_old_store_without_calibration_metrics_falls_back_to_the_naive_rule(t
     text = to_markdown(board)
     assert "| lira (naive) |" in text and "the store has no calibration metrics" in text
     assert "Diagnostic only" not in text  # the naive maximum is the table itself there
-    # a setting whose cells all have them is chosen on them; one with a cell of each kind is not
+    # a setting with calibration metrics on some of its cells is chosen on the rows that have them
     store = ResultsStore(tmp_path)
     for seed in (0, 1):
         store.write_cell(cell_rows(*SETTINGS[0], seed=seed))  # none / mlp
     store.write_cell(cell_rows(*SETTINGS[1], seed=0))  # dp_sgd(0.5) / mlp, seed 1 left without
     mlp = build_leaderboard(read_rows(tmp_path)).query("group == 'toy / mlp'").set_index("defense")
     assert mlp.loc["none", "strongest_attack_selection"] == CALIBRATED
-    assert mlp.loc["dp_sgd(noise_multiplier=0.5)", "strongest_attack_selection"] == NAIVE
+    assert mlp.loc["dp_sgd(noise_multiplier=0.5)", "strongest_attack_selection"] == CALIBRATED
+    assert mlp.loc["dp_sgd(noise_multiplier=1.0)", "strongest_attack_selection"] == NAIVE
 
 
 # --- rank intervals -----------------------------------------------------------------------------------------------
@@ -266,3 +267,20 @@ def test_calibration_metrics_are_the_mean_of_each_calibration_audit(leaked):
     target = slow_metrics(scores["target"][scores.get("evaluated", np.ones(n, bool))],
                           keep[0][scores.get("evaluated", np.ones(n, bool))])
     assert measured["auc"] == pytest.approx(target["auc"], abs=1e-12)
+
+
+def test_calibration_models_that_are_targets_take_no_part_in_the_calibration_metrics():
+    rng = np.random.default_rng(3)
+    keep = rng.random((6, 200)) < 0.5
+    calibration = [1, 2, 3]
+    strength = np.array([[5.0], [5.0], [0.0]])  # models 1 and 2 are easy to attack, model 3 is not
+    scores = {"target": rng.normal(size=200) + keep[0],
+              "calibration": rng.normal(size=(3, 200)) + keep[calibration] * strength}
+    only_3 = slow_metrics(scores["calibration"][2], keep[3])
+    with_targets = target_metrics(scores, keep, 0, calibration, n_targets=1)
+    without = target_metrics(scores, keep, 0, calibration, n_targets=3)  # models 0, 1, 2 are targets
+    assert without["calibration_auc"] == pytest.approx(only_3["auc"], abs=1e-12)
+    assert with_targets["calibration_auc"] > without["calibration_auc"] + 0.2
+    none_left = target_metrics(scores, keep, 0, calibration, n_targets=4)
+    assert np.isnan(none_left["calibration_tpr_at_fpr_0.1pct"]) and np.isnan(none_left["calibration_auc"])
+    assert none_left["auc"] == without["auc"]  # the target's own metrics do not depend on it
