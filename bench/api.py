@@ -275,8 +275,11 @@ def leaderboard(
     Returns
     -------
     pandas.DataFrame
-        Test utility, the strongest attack with its TPR at 0.1 % FPR, AUC and balanced accuracy (95 % bootstrap
-        CIs over target models), ε, and whether the row is Pareto-optimal.
+        Test utility; the strongest attack, chosen on the calibration audits of non-target models and scored on
+        the targets, with its TPR at 0, 0.1 and 1 % FPR, AUC and balanced accuracy (95 % bootstrap CIs over
+        target models); the bootstrap rank interval (``rank``, ``rank_ci_low``, ``rank_ci_high``); the paired
+        test against ``none`` on the same targets (``leakage_p``, ``leakage_lower``, ``utility_p``,
+        ``utility_lower``); ε; and whether the row is Pareto-optimal.
     """
     import pandas as pd
 

@@ -82,8 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser(
         "leaderboard", help="write LEADERBOARD.md and leaderboard.csv from the results store (no training)",
         description="One row per dataset × architecture × defense setting (every seed and target pooled): test "
-        "accuracy, the strongest attack (highest mean TPR at 0.1 %% FPR, ties by AUC) with its TPR, AUC and balanced "
-        "accuracy (95 %% bootstrap CIs over target models), accountant and empirical ε, Pareto-optimal rows marked.",
+        "accuracy, the strongest attack (chosen on the calibration audits of non-target models: highest mean TPR at "
+        "0.1 %% FPR, ties by AUC) scored on the targets, with its TPR at 0, 0.1 and 1 %% FPR and AUC (95 %% bootstrap "
+        "CIs over target models), a bootstrap rank interval, a paired test against `none` on the same targets, "
+        "accountant and empirical ε, Pareto-optimal rows marked.",
     )
     board.add_argument("--results", default="results", metavar="DIR",
                        help="folder of the results store results.sqlite (default: %(default)s)")
