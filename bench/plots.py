@@ -124,23 +124,17 @@ def _option_items(options: str) -> list[str]:
 
 
 def setting_labels(board: pd.DataFrame) -> pd.Series:
-    """Short labels of one group's settings for the frontier's legend table.
-
-    The defense with the parameters swept between its settings in the group (all of them, defaults included:
-    ``l2(weight_decay=0.001)`` beside ``l2(weight_decay=0.01)``), or its own label where it has one setting;
+    """Short labels of one group's settings for the frontier's legend table: the defense's label as the
+    leaderboard shows it (``dpsgd(epsilon=8.0)``: the parameters that differ from their defaults, so a parameter
+    that a setting does not use, such as DP-SGD's ``noise_multiplier`` beside a target ``epsilon``, is not shown),
     then, in brackets, the options in which the setting differs from the group's most common options
     (:func:`common_options`).
     """
-    params = sorted(c for c in board.columns if c.startswith("defense."))
     common = set(_option_items(common_options(board)))
     labels = pd.Series("", index=board.index, dtype=object)
-    for _, rows in board.groupby("defense_name", sort=False):
-        swept = [c for c in params if len({format_value(v) for v in rows[c] if not pd.isna(v)}) > 1]
-        for index, row in rows.iterrows():
-            values = [f"{c.removeprefix('defense.')}={format_value(row[c])}" for c in swept if not pd.isna(row[c])]
-            label = f"{row['defense_name']}({', '.join(values)})" if values else str(row["defense"])
-            extra = [item for item in _option_items(row.get("options", "")) if item not in common]
-            labels[index] = label + (f" [{', '.join(extra)}]" if extra else "")
+    for index, row in board.iterrows():
+        extra = [item for item in _option_items(row.get("options", "")) if item not in common]
+        labels[index] = str(row["defense"]) + (f" [{', '.join(extra)}]" if extra else "")
     return labels
 
 

@@ -136,8 +136,9 @@ def test_the_legend_table_maps_numbers_to_settings(crowded, figure):
     # the number in the table has the colour of its point; the undefended is black
     assert numbers[0].get_color() == "#000000" and points["undefended"].iloc[0]
     labels = points["label"].tolist()
-    assert labels[:4] == ["none", "dp_sgd(noise_multiplier=0.5)", "dp_sgd(noise_multiplier=1)",
-                          "dp_sgd(noise_multiplier=2)"]
+    # the defense labels of the leaderboard's table, so that the figure and the table name settings alike
+    assert labels[:4] == ["none", "dp_sgd(noise_multiplier=0.5)", "dp_sgd(noise_multiplier=1.0)",
+                          "dp_sgd(noise_multiplier=2.0)"]
     assert len(set(labels)) == N_CROWDED
     for label, row in zip(labels, rows[2:], strict=True):  # after the note and the header
         assert row.startswith(label + " ") and "0.900 [" in row
