@@ -72,7 +72,7 @@ class Grid:
 def shipped_grids() -> dict[str, Traversable]:
     """The grids that ship with privbench, by name (the file's stem)."""
     folder = files("bench") / SHIPPED_GRIDS
-    return {entry.name.rsplit(".", 1)[0]: entry for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+    return {entry.name.rsplit(".", 1)[0]: entry for entry in sorted(folder.iterdir(), key=lambda e: e.name.rsplit(".", 1)[0])
             if entry.name.endswith((".yaml", ".yml"))}
 
 

@@ -131,10 +131,10 @@ def test_components_lists_every_family_and_refuses_an_unknown_one():
 
 def test_shipped_grids_are_found_by_name_and_a_wrong_name_lists_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the checkout: names are package data
-    assert {"default", "smoke", "molecules", "threats"} <= set(available_grids())
+    assert {"default", "smoke", "benchmark", "benchmark-gpu", "molecules", "threats"} <= set(available_grids())
     assert resolve_grid_path("smoke").read_text().startswith("#")
     assert resolve_grid_path("smoke.yaml") == resolve_grid_path("smoke")
-    with pytest.raises(BenchError, match="shipped grid: default, molecules, smoke, threats"):
+    with pytest.raises(BenchError, match="shipped grid: benchmark, benchmark-gpu, default, molecules, smoke, threats"):
         resolve_grid_path("smok")
     (tmp_path / "mine.yaml").write_text("name: mine\n")
     assert resolve_grid_path("mine.yaml") == Path("mine.yaml")  # a user's grid is a path
