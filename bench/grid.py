@@ -72,8 +72,8 @@ class Grid:
 def shipped_grids() -> dict[str, Traversable]:
     """The grids that ship with privbench, by name (the file's stem)."""
     folder = files("bench") / SHIPPED_GRIDS
-    return {entry.name.rsplit(".", 1)[0]: entry for entry in sorted(folder.iterdir(), key=lambda e: e.name.rsplit(".", 1)[0])
-            if entry.name.endswith((".yaml", ".yml"))}
+    entries = [entry for entry in folder.iterdir() if entry.name.endswith((".yaml", ".yml"))]
+    return {entry.name.rsplit(".", 1)[0]: entry for entry in sorted(entries, key=lambda e: e.name.rsplit(".", 1)[0])}
 
 
 def available_grids() -> list[str]:
