@@ -401,7 +401,12 @@ def build_leaderboard(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd
         bounds = summary["epsilon_lower_bound"]
         entry["epsilon_lower_bound"] = float(bounds.max()) if bounds.notna().any() else float("nan")
         entry["epsilon_lower_bound_attack"] = summary.loc[bounds.idxmax(), "attack"] if bounds.notna().any() else ""
-        resolvable = attack_rows(rows)["min_resolvable_fpr"] if "min_resolvable_fpr" in rows else pd.Series()
+        # the † of the strongest attack's TPRs: the audits of its own rows (a leaked-samples attacker, scored on the
+        # records it was not told about, has fewer non-members than the outsider)
+        scored = attack_rows(rows[threat_mask(rows, *OUTSIDER)])
+        if best is not None:
+            scored = scored[scored["attack_key"] == best["attack"]]
+        resolvable = scored["min_resolvable_fpr"] if "min_resolvable_fpr" in scored else pd.Series(dtype=float)
         entry["min_resolvable_fpr"] = float(resolvable.max()) if resolvable.notna().any() else float("nan")
         for threat, (access, knowledge) in THREATS.items():
             other, other_rule = choose_strongest(attack_summary(rows[threat_mask(rows, access, knowledge)], n_boot,

@@ -270,3 +270,22 @@ def test_bad_input_exits_2(tmp_path, capsys):
     db.close()
     assert main(["leaderboard", "--results", str(tmp_path / "empty")]) == 2
     assert "has no rows" in capsys.readouterr().err
+
+
+def test_the_dagger_follows_the_strongest_attacks_own_audits(tmp_path):
+    """A leaked-samples attacker is scored on fewer non-members than the outsider: its rows must not put † on the
+    outsider's strongest attack, whose audits resolve 0.1 % FPR."""
+    store = ResultsStore(tmp_path)
+    for seed in (0, 1):
+        cell = cell_rows(*SETTINGS[0], seed=seed)
+        for row in cell:
+            if row["attack"] not in ("union", "nn"):
+                row.update(min_resolvable_fpr=1 / 2000, n_nonmembers=2000)
+        leaked = {**cell[0], "attack": "leaked", "attack_key": "leaked", "knowledge": "leaked",
+                  "min_resolvable_fpr": 1 / 600, "n_nonmembers": 600}
+        store.write_cell([*cell, leaked])
+    board = build_leaderboard(read_rows(tmp_path))
+    assert board.loc[0, "strongest_attack"] == "lira"
+    assert board.loc[0, "min_resolvable_fpr"] == pytest.approx(1 / 2000)
+    table = [line for line in to_markdown(board).splitlines() if line.startswith("|")]
+    assert table and not any("†" in line for line in table)
