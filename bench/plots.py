@@ -43,7 +43,7 @@ from bench.leaderboard import (
     pareto_mask,
     strongest,
 )
-from bench.metrics import per_class_metrics, roc_curve, trapezoid
+from bench.metrics import MINORITY_SHARE, per_class_metrics, roc_curve, trapezoid
 from bench.settings import format_value, matches
 from privkernel.errors import BenchError
 
@@ -626,8 +626,11 @@ def plot_per_class(samples: pd.DataFrame, attack: str, cell: str, out_dir: Path)
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.1 * len(table) + 4), 4.4))
     x = np.arange(len(table))
-    ticks = [f"class {format_value(r['label'])}\nn={r['n']} ({100 * r['share']:.0f} %)"
-             + ("\nMINORITY" if r["minority"] else "") for _, r in table.iterrows()]
+    if len(table) <= 4:
+        ticks = [f"class {format_value(r['label'])}\nn={r['n']} ({100 * r['share']:.0f} %)"
+                 + ("\nMINORITY" if r["minority"] else "") for _, r in table.iterrows()]
+    else:  # narrow bars: the class and its count only (the minority shows by hatch and colour)
+        ticks = [f"{format_value(r['label'])}\n{r['n']}" for _, r in table.iterrows()]
     colors = ["tab:orange" if m else "tab:blue" for m in table["minority"]]
     for ax, metric, title, chance in (
         (axes[0], "auc", "AUC per class", 0.5),
@@ -650,7 +653,8 @@ def plot_per_class(samples: pd.DataFrame, attack: str, cell: str, out_dir: Path)
         ax.set_ylabel(f"{title.split(' per')[0]} (mean over targets, 95 % CI)")
         ax.set_title(title)
         ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(f"Per-class vulnerability to {attack}, {cell}\n(hatched orange: minority class, share < 1/classes)",
+    fig.suptitle(f"Per-class vulnerability to {attack}, {cell}\n(hatched orange: minority class, share < "
+                 f"{MINORITY_SHARE:g}/classes" + ("; ticks: class and records" if len(table) > 4 else "") + ")",
                  fontsize=10)
     fig.tight_layout()
     return save(fig, out_dir, f"per_class_{slug(cell)}")

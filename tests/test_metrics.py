@@ -162,3 +162,16 @@ def test_roc_auc_per_model_on_binary_and_multiclass():
     labels = np.array([0, 1, 0])
     np.testing.assert_allclose(roc_auc_per_model(log_probs, labels), [1.0, 0.0])
     assert np.isnan(roc_auc_per_model(np.zeros((2, 3, 3)), np.array([0, 1, 2]))).all()
+
+
+def test_a_balanced_class_just_under_the_uniform_share_is_no_minority():
+    rng = np.random.default_rng(0)
+    counts = [95, 105, 97, 103, 100, 99, 101, 98, 102, 100]  # Fashion-MNIST-like: 9.5 to 10.5 % each
+    labels = np.repeat(np.arange(10), counts)
+    members = rng.random(len(labels)) < 0.5
+    assert not any(c["minority"] for c in per_class_metrics(rng.random(len(labels)), members, labels))
+    counts[0] = 60  # 6.2 % of the records, well under 0.8 / 10
+    labels = np.repeat(np.arange(10), counts)
+    flagged = [c["label"] for c in per_class_metrics(rng.random(len(labels)), rng.random(len(labels)) < 0.5, labels)
+               if c["minority"]]
+    assert flagged == [0]
