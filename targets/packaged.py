@@ -49,8 +49,9 @@ DATA_EXTRA = "pip install 'privbench[data]'"
 # --- locating the packages' files ------------------------------------------------------------------------------
 
 
-def package_file(package: str, relative: str, dataset: str, install: str) -> Path:
+def package_file(package: str, relative: str, dataset: str, install: str, in_data_extra: bool = True) -> Path:
     """The file ``relative`` inside the installed package ``package``, found without importing the package.
+    ``install`` is the command that installs it; ``in_data_extra`` says whether privbench's ``data`` extra has it.
 
     Raises
     ------
@@ -60,7 +61,7 @@ def package_file(package: str, relative: str, dataset: str, install: str) -> Pat
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise BenchError(f"dataset {dataset!r} reads its records from the package {package!r}, which is not "
-                         f"installed; install it with `{install}` (or `{DATA_EXTRA}`)")
+                         f"installed; install it with `{install}`" + (f" (or `{DATA_EXTRA}`)" if in_data_extra else ""))
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
         raise BenchError(f"dataset {dataset!r}: {path} is missing from the installed package {package!r}; "
@@ -309,7 +310,7 @@ def fashion_mnist(n_records: int | None = None, seed: int = 0) -> Dataset:
 
 
 def _adult_file(params: Mapping[str, Any] | None = None) -> Path:
-    return package_file("mglearn", "data/adult.data", "adult", "pip install mglearn")
+    return package_file("mglearn", "data/adult.data", "adult", "pip install mglearn", in_data_extra=False)
 
 
 @DATASETS.register(
