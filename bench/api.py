@@ -174,7 +174,8 @@ def run_grid(
     Returns
     -------
     pandas.DataFrame
-        The rows of this grid's cells only (a store shared with other grids keeps theirs).
+        The rows this grid's cells and attacks produced (a store shared with other grids, or holding other attacks
+        of the same cells from earlier runs, keeps those).
 
     Raises
     ------
@@ -191,8 +192,10 @@ def run_grid(
         if run.summary.failures:
             raise CellsFailed(run.summary.failures)
         rows = read_store(run.store.parent)
-    keys = {cell.key for cell in run.grid.cells}
-    return rows[rows["cell_key"].isin(keys)].reset_index(drop=True)
+    produced = {(cell.key, label) for cell in run.grid.cells
+                for label in [*(a.label() for a in cell.attacks), *(u.label() for u in cell.unions)]}
+    mine = [key in produced for key in zip(rows["cell_key"], rows["attack_key"], strict=True)]
+    return rows[mine].reset_index(drop=True)
 
 
 def audit(

@@ -5,8 +5,9 @@
   from which per-class slices, unions of attacks and the riskiest records are computed without retraining.
 
 Why SQLite: each finished cell is written in one transaction, so a run killed at any moment leaves the store as
-it was before that cell (never a half-written file), and a rerun replaces a cell's rows instead of appending
-duplicates. It ships with Python, and pandas reads it directly::
+it was before that cell (never a half-written file), and a rerun replaces the (cell, attack, target) rows it
+recomputed instead of appending duplicates, keeping every other row. It ships with Python, and pandas reads it
+directly::
 
     import sqlite3, pandas as pd
     df = pd.read_sql("SELECT * FROM results", sqlite3.connect("results/results.sqlite"))
@@ -102,12 +103,14 @@ class ResultsStore:
         return sqlite3.connect(self.path, timeout=60)
 
     def write_cell(self, rows: Iterable[Mapping[str, Any]], samples: pd.DataFrame | None = None) -> None:
-        """Replace the result rows and per-record samples of the cells in ``rows``, in one transaction."""
+        """Replace exactly the (cell, attack, target) rows in ``rows``, and their per-record samples, in one
+        transaction. Rows of other attacks or targets of the same cell stay: a rerun with a shorter attack list,
+        or another grid sharing the cell, never deletes what it did not recompute."""
         rows = [dict(r) for r in rows]
         if not rows:
             return
         columns = list(dict.fromkeys(c for r in rows for c in r))
-        cell_keys = [(k,) for k in {r["cell_key"] for r in rows}]
+        replaced = sorted({tuple(r[c] for c in PRIMARY_KEY) for r in rows})
         db = self._connect()
         try:
             with db:
@@ -123,14 +126,16 @@ class ResultsStore:
                     f"CREATE TABLE IF NOT EXISTS {SAMPLES} (cell_key TEXT, attack_key TEXT, target INTEGER, "
                     "record INTEGER, label REAL, member INTEGER, score REAL)"
                 )
-                db.execute(f"CREATE INDEX IF NOT EXISTS samples_cell ON {SAMPLES} (cell_key)")
+                db.execute("DROP INDEX IF EXISTS samples_cell")  # replaced by the row index below
+                db.execute(f"CREATE INDEX IF NOT EXISTS samples_row ON {SAMPLES} (cell_key, attack_key, target)")
                 existing = {row[1] for row in db.execute(f"PRAGMA table_info({TABLE})")}
                 for column in columns:
                     if column not in existing:
                         sample = next(r[column] for r in rows if column in r)
                         db.execute(f"ALTER TABLE {TABLE} ADD COLUMN {_quote(column)} {_sql_type(sample)}")
-                db.executemany(f"DELETE FROM {TABLE} WHERE cell_key = ?", cell_keys)
-                db.executemany(f"DELETE FROM {SAMPLES} WHERE cell_key = ?", cell_keys)
+                where = " AND ".join(f"{_quote(c)} = ?" for c in PRIMARY_KEY)
+                db.executemany(f"DELETE FROM {TABLE} WHERE {where}", replaced)
+                db.executemany(f"DELETE FROM {SAMPLES} WHERE {where}", replaced)
                 placeholders = ", ".join("?" for _ in columns)
                 db.executemany(
                     f"INSERT INTO {TABLE} ({', '.join(_quote(c) for c in columns)}) VALUES ({placeholders})",
