@@ -51,6 +51,7 @@ class GridRun:
     store: Path
     summary: RunSummary
     seconds: float
+    cache: Path
 
 
 def load(grid: str | os.PathLike[str] | Mapping[str, Any] | Grid) -> Grid:
@@ -95,11 +96,14 @@ def execute_grid(
     num_gpus: float | None = None,
     retries: int = 1,
     announce: bool = False,
+    strict: bool = False,
 ) -> GridRun:
     """Run every cell of a grid, writing the results store as cells finish; failures are reported, not raised.
 
     The parameters are those of :func:`run_grid`, plus the Ray executor's (``ray_address``, ``num_cpus``,
     ``num_gpus``, ``retries``) and ``announce`` (print the grid's size, device, cache and store on stderr).
+    With ``strict`` an unreadable or mismatched cache entry fails its cell instead of being set aside in
+    ``<cache>/quarantine`` and recomputed (:attr:`bench.executors.RunSummary.healed` counts those).
     """
     from bench.cache import Cache, default_cache_dir
     from bench.executors import execute
@@ -131,9 +135,9 @@ def execute_grid(
         lambda result: store.write_cell([{**row, "grid": grid.name} for row in result.rows], result.samples),
         cache_dir=str(cache.root), force=force, device=device, workers=workers, executor=executor,
         progress=progress, ray_address=ray_address, num_cpus=num_cpus,
-        num_gpus=num_gpus if num_gpus is not None else float(device == "cuda"), retries=retries,
+        num_gpus=num_gpus if num_gpus is not None else float(device == "cuda"), retries=retries, strict=strict,
     )
-    return GridRun(grid, device, store.path, summary, time.perf_counter() - start)
+    return GridRun(grid, device, store.path, summary, time.perf_counter() - start, cache.root)
 
 
 def run_grid(
@@ -146,6 +150,7 @@ def run_grid(
     force: bool = False,
     executor: str = "local",
     progress: bool = False,
+    strict: bool = False,
 ) -> pd.DataFrame:
     """Run a grid and return its rows: one per cell × attack × target, as :func:`read_store` gives them.
 
@@ -168,6 +173,9 @@ def run_grid(
         Recompute every stage instead of reading the cache.
     executor
         ``"local"`` (this process, or a process pool with ``workers > 1``) or ``"ray"``.
+    strict
+        Fail a cell on an unreadable cache entry instead of setting it aside in ``<cache>/quarantine`` and
+        recomputing it.
     progress
         Show a progress bar.
 
@@ -188,7 +196,8 @@ def run_grid(
 
     with tempfile.TemporaryDirectory(prefix="privbench-") as scratch:
         run = execute_grid(grid, cache_dir=cache_dir, results=scratch if results is None else results,
-                           workers=workers, device=device, force=force, executor=executor, progress=progress)
+                           workers=workers, device=device, force=force, executor=executor, progress=progress,
+                           strict=strict)
         if run.summary.failures:
             raise CellsFailed(run.summary.failures)
         rows = read_store(run.store.parent)

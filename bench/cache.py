@@ -5,13 +5,19 @@ version, the keys of the stage's inputs and every parameter that can change its 
 manifest (stage, version, key, spec) that is checked on every load, so an entry is never accepted because
 it merely exists or has the right shape. Files are written to a temporary name in the same folder and then
 renamed, so an interrupted run leaves no entry behind and a rerun resumes where it stopped.
+
+An entry that cannot be read, or whose manifest names another key, is a miss: it is moved to
+``<root>/quarantine/<stage>/`` beside a note saying why, recomputed, and counted (:attr:`Cache.healed`), so a run
+reports it instead of stopping. With ``strict`` it stops the run instead, as :class:`CacheMismatch`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,6 +30,9 @@ from privkernel.errors import BenchError
 from privkernel.hashing import canonical_json, stable_hash
 
 MANIFEST = "__manifest__"
+QUARANTINE = "quarantine"
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -91,13 +100,18 @@ class Cache:
         Folder of the cache; created if missing.
     force
         Recompute every stage (and overwrite its entry) instead of reading the cache.
+    strict
+        Stop with :class:`CacheMismatch` on an unreadable or mismatched entry instead of setting it aside and
+        recomputing it.
     """
 
-    def __init__(self, root: Path | str, force: bool = False) -> None:
+    def __init__(self, root: Path | str, force: bool = False, strict: bool = False) -> None:
         self.root = Path(root)
         self.force = force
+        self.strict = strict
         self.hits: Counter[str] = Counter()
         self.misses: Counter[str] = Counter()
+        self.healed: Counter[str] = Counter()  # entries set aside in the quarantine and recomputed, by stage
         self._written: set[str] = set()  # keys computed by this process: reused even under ``force``
 
     def check_writable(self) -> None:
@@ -116,24 +130,45 @@ class Cache:
         return self.root / stage / key[:2] / f"{key}.{CODECS[kind][0]}"
 
     def load(self, stage: str, key: str, kind: str) -> Any | None:
-        """The artifact under ``key``, or ``None`` if there is none. Raise :class:`CacheMismatch` if the file
-        exists but is unreadable or was written for another key."""
+        """The artifact under ``key``, or ``None`` if there is none. A file that is unreadable or was written for
+        another key is set aside (:meth:`quarantine`) and read as missing; with ``strict`` it raises
+        :class:`CacheMismatch` instead."""
         path = self.path(stage, key, kind)
         if not path.exists():
             return None
         try:
             manifest, data = CODECS[kind][2](path)
         except Exception as exc:  # noqa: BLE001 - any decoding failure means the same thing to the user
-            raise CacheMismatch(
-                f"cache entry {path} cannot be read ({type(exc).__name__}: {exc}); "
-                "delete it or rerun with --force to recompute it"
-            ) from None
+            return self._bad_entry(stage, path, f"cannot be read ({type(exc).__name__}: {exc})")
         if manifest.get("key") != key or manifest.get("stage") != stage:
-            raise CacheMismatch(
-                f"cache entry {path} holds stage {manifest.get('stage')!r} key {manifest.get('key')!r}, "
-                f"not the requested {stage!r} {key!r}; delete it or rerun with --force"
-            )
+            return self._bad_entry(stage, path, f"holds stage {manifest.get('stage')!r} key {manifest.get('key')!r}, "
+                                                f"not the requested {stage!r} {key!r}")
         return data
+
+    def _bad_entry(self, stage: str, path: Path, why: str) -> None:
+        if self.strict:
+            raise CacheMismatch(f"cache entry {path} {why}; delete it, rerun with --force, or drop --strict to have "
+                                "it set aside and recomputed")
+        moved = self.quarantine(stage, path, why)
+        self.healed[stage] += 1
+        log.warning("cache entry %s %s: moved to %s and recomputed", path, why, moved)
+        return None
+
+    def quarantine(self, stage: str, path: Path, why: str) -> Path:
+        """Move a bad entry to ``<root>/quarantine/<stage>/``, beside a ``.why.txt`` note; return its new path.
+        A name taken by an earlier quarantined file gets a numbered suffix, so nothing set aside is overwritten."""
+        folder = self.root / QUARANTINE / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        target, n = folder / path.name, 1
+        while target.exists():
+            target, n = folder / f"{path.name}.{n}", n + 1
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:  # another worker set it aside first
+            return target
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        Path(f"{target}.why.txt").write_text(f"{stamp}: {path} {why}; recomputed under the same key\n")
+        return target
 
     def save(self, stage: str, key: str, kind: str, data: Any, spec: Any = None) -> Path:
         """Write ``data`` under ``key`` atomically (temporary file, then rename)."""

@@ -10,13 +10,27 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import __version__
 from bench.audit import OUTPUT_ARRAYS
 from privkernel.errors import BenchError, did_you_mean
 
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low``, refused at parse time (so also with --dry-run)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -28,12 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     running = argparse.ArgumentParser(add_help=False)
+    at_least_one, at_least_zero = _int_at_least(1), _int_at_least(0)
     running.add_argument("--cache-dir", metavar="DIR",
                          help="artifact cache (default: $PRIVBENCH_CACHE or ~/.cache/privbench)")
     running.add_argument("--results", default="results", metavar="DIR",
                          help="folder of the results store results.sqlite (default: %(default)s)")
     running.add_argument("--force", action="store_true", help="recompute every stage instead of reading the cache")
-    running.add_argument("--workers", type=int, default=1, metavar="N",
+    running.add_argument("--strict", action="store_true",
+                         help="stop a cell on an unreadable cache entry (exit 2) instead of setting it aside in "
+                         "<cache>/quarantine and recomputing it")
+    running.add_argument("--workers", type=at_least_one, default=1, metavar="N",
                          help="cells run at once: local processes, or the CPUs of a local Ray (default: 1)")
     running.add_argument("--executor", default="local", choices=("local", "ray"),
                          help="local: this process or a process pool; ray: Ray tasks (default: %(default)s)")
@@ -42,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     running.add_argument("--num-cpus", type=float, default=1.0, metavar="N", help="CPUs per Ray task (default: 1)")
     running.add_argument("--num-gpus", type=float, default=None, metavar="N",
                          help="GPUs per Ray task (default: 1 with --device cuda, else 0)")
-    running.add_argument("--retries", type=int, default=1, metavar="N",
+    running.add_argument("--retries", type=at_least_zero, default=1, metavar="N",
                          help="retries of a failed Ray task before it is reported (default: 1)")
     running.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                          help="where models train: cuda if available with auto (default: %(default)s)")
@@ -212,12 +230,14 @@ def _run_grid(grid, args: argparse.Namespace) -> int:
     run = execute_grid(
         grid, cache_dir=args.cache_dir, results=args.results, workers=args.workers, device=args.device,
         force=args.force, executor=args.executor, progress=not args.quiet, ray_address=args.ray_address,
-        num_cpus=args.num_cpus, num_gpus=args.num_gpus, retries=args.retries, announce=True,
+        num_cpus=args.num_cpus, num_gpus=args.num_gpus, retries=args.retries, announce=True, strict=args.strict,
     )
     summary = run.summary
+    healed = (f"; {summary.healed} corrupted cache entr{'y' if summary.healed == 1 else 'ies'} set aside in "
+              f"{run.cache / 'quarantine'} and recomputed" if summary.healed else "")
     print(
         f"{summary.done} cells done ({summary.cached} entirely from the cache), {len(summary.failures)} failed, "
-        f"in {run.seconds:.1f} s; results in {run.store}",
+        f"in {run.seconds:.1f} s; results in {run.store}{healed}",
         file=sys.stderr,
     )
     for _, exc in summary.failures:

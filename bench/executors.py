@@ -24,6 +24,7 @@ class RunSummary:
 
     done: int = 0
     cached: int = 0
+    healed: int = 0  # unreadable cache entries set aside and recomputed
     failures: list[tuple[Cell, Exception]] = field(default_factory=list)
 
 
@@ -127,6 +128,7 @@ def execute(
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
     retries: int = 1,
+    strict: bool = False,
 ) -> RunSummary:
     """Run ``cells``, calling ``on_result`` in this (the driver) process as each one finishes.
 
@@ -137,7 +139,7 @@ def execute(
     """
     if executor == "local" and workers > 1:
         executor = "processes"
-    run = {"cache_dir": cache_dir, "force": force, "device": device}
+    run = {"cache_dir": cache_dir, "force": force, "device": device, "strict": strict}
     summary = RunSummary()
     bar = tqdm(total=len(cells), unit="cell", desc="cells", disable=not progress, dynamic_ncols=True)
     try:
@@ -150,6 +152,7 @@ def execute(
                 on_result(outcome)
                 summary.done += 1
                 summary.cached += outcome.cached
+                summary.healed += outcome.healed
             bar.set_postfix(cached=summary.cached, failed=len(summary.failures), refresh=False)
             bar.update()
     finally:

@@ -63,12 +63,14 @@ SNAPSHOT = "snapshot."  # models-stage tensors of intermediate models (federated
 
 @dataclass(frozen=True)
 class CellResult:
-    """The store rows and per-record samples of one cell, and whether it was read entirely from the cache."""
+    """The store rows and per-record samples of one cell, whether it was read entirely from the cache, and how
+    many unreadable cache entries were set aside and recomputed."""
 
     cell: Cell
     rows: list[dict[str, Any]]
     samples: pd.DataFrame
     cached: bool
+    healed: int = 0
 
 
 class CellRun:
@@ -438,7 +440,8 @@ class CellRun:
         unions = [self._union_result(union, target)
                   for union in self.cell.unions for target in range(self.protocol["n_targets"])]
         cached = sum(self.cache.misses.values()) == computed_before
-        return CellResult(self.cell, cell_rows(self.cell, results, unions), samples_table(self.cell, audited), cached)
+        return CellResult(self.cell, cell_rows(self.cell, results, unions), samples_table(self.cell, audited), cached,
+                          healed=sum(self.cache.healed.values()))
 
     def _union_result(self, union: Union, target: int) -> UnionResult:
         """The union's metrics on one target, from the cached scores of its attacks."""
@@ -460,10 +463,10 @@ class CellRun:
         )
 
 
-def run_cell(cell: Cell, *, cache_dir: str, force: bool, device: str) -> CellResult:
+def run_cell(cell: Cell, *, cache_dir: str, force: bool, device: str, strict: bool = False) -> CellResult:
     """Run one cell in this process (the unit of work of every executor)."""
     try:
-        return CellRun(cell, Cache(cache_dir, force=force), device).run()
+        return CellRun(cell, Cache(cache_dir, force=force, strict=strict), device).run()
     except BenchError:
         raise
     except Exception as exc:

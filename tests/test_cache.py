@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -93,23 +96,39 @@ def test_get_or_compute_computes_once_and_force_recomputes(tmp_path):
     assert len(calls) == 2
 
 
-def test_an_entry_for_another_key_is_refused(tmp_path):
-    cache = Cache(tmp_path)
-    cache.save("metrics", "aaaa", "json", {"auc": 0.9})
-    wrong = cache.path("metrics", "aabb", "json")
-    cache.path("metrics", "aaaa", "json").rename(wrong)
-    with pytest.raises(CacheMismatch, match="not the requested 'metrics' 'aabb'.*--force"):
-        cache.load("metrics", "aabb", "json")
+def test_an_entry_for_another_key_is_refused_under_strict_and_set_aside_otherwise(tmp_path):
+    strict = Cache(tmp_path, strict=True)
+    strict.save("metrics", "aaaa", "json", {"auc": 0.9})
+    wrong = strict.path("metrics", "aabb", "json")
+    strict.path("metrics", "aaaa", "json").rename(wrong)
+    with pytest.raises(CacheMismatch, match="not the requested 'metrics' 'aabb'.*--force.*--strict"):
+        strict.load("metrics", "aabb", "json")
+    assert wrong.exists()
+    healing = Cache(tmp_path)
+    assert healing.get_or_compute("metrics", "aabb", "json", lambda: {"auc": 0.5}) == {"auc": 0.5}
+    assert healing.healed == {"metrics": 1} and healing.misses == {"metrics": 1}
+    moved = tmp_path / "quarantine" / "metrics" / wrong.name
+    assert json.loads(moved.read_text())["data"] == {"auc": 0.9}  # set aside as it was, never deleted
+    assert "not the requested 'metrics' 'aabb'" in Path(f"{moved}.why.txt").read_text()
+    assert Cache(tmp_path).load("metrics", "aabb", "json") == {"auc": 0.5}  # the recomputed entry
 
 
-def test_a_corrupted_entry_is_refused_not_reused(tmp_path):
-    cache = Cache(tmp_path)
+def test_a_corrupted_entry_is_never_reused_and_each_one_set_aside_is_kept(tmp_path):
+    cache = Cache(tmp_path, strict=True)
     cache.save("observations", "cafe", "arrays", {"pool": np.zeros((2, 3))})
     path = cache.path("observations", "cafe", "arrays")
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(CacheMismatch, match="cannot be read"):
         cache.load("observations", "cafe", "arrays")
-    assert path.exists()  # nothing is deleted behind the user's back
+    assert path.exists()  # strict: nothing moves behind the user's back
+    healing = Cache(tmp_path)
+    for value in (1.0, 2.0):  # corrupt it twice: both bad copies are kept, under distinct names
+        assert healing.load("observations", "cafe", "arrays") is None
+        healing.save("observations", "cafe", "arrays", {"pool": np.full((2, 3), value)})
+        path.write_bytes(path.read_bytes()[:40])
+    assert healing.healed == {"observations": 2}
+    kept = sorted(p.name for p in (tmp_path / "quarantine" / "observations").iterdir())
+    assert kept == [path.name, f"{path.name}.1", f"{path.name}.1.why.txt", f"{path.name}.why.txt"]
 
 
 def test_unwritable_cache_is_reported(tmp_path):
