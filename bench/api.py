@@ -124,6 +124,7 @@ def execute_grid(
             raise BenchError("the ray executor needs Ray: pip install 'privbench[ray]' (or use the local executor)")
     cache = Cache(cache_dir or default_cache_dir())
     cache.check_writable()
+    cache.clean_temporaries()
     store = ResultsStore(results)
     store.check_writable()
     if announce:

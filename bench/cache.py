@@ -31,6 +31,8 @@ from privkernel.hashing import canonical_json, stable_hash
 
 MANIFEST = "__manifest__"
 QUARANTINE = "quarantine"
+#: Temporary files of unfinished writes older than this are removed when a run starts (a day).
+STALE_TEMPORARY_SECONDS = 86400.0
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,21 @@ class Cache:
                 f"cannot write to the cache folder {self.root} ({exc.strerror or exc}); "
                 "pass a writable folder with --cache-dir"
             ) from None
+
+    def clean_temporaries(self, older_than: float = STALE_TEMPORARY_SECONDS) -> int:
+        """Delete the temporary files of writes that never finished (a killed run), when older than ``older_than``
+        seconds, so that a write still in progress in another run is left alone; return how many went."""
+        cutoff, removed = time.time() - older_than, 0
+        for tmp in self.root.glob("*/*/.*.tmp"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+                    removed += 1
+            except FileNotFoundError:  # renamed or removed meanwhile
+                continue
+        if removed:
+            log.info("removed %d unfinished temporary files older than %.0f s from %s", removed, older_than, self.root)
+        return removed
 
     def path(self, stage: str, key: str, kind: str) -> Path:
         return self.root / stage / key[:2] / f"{key}.{CODECS[kind][0]}"

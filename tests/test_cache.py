@@ -151,3 +151,20 @@ def test_an_edited_user_file_gets_new_features(tmp_path):
     assert CellRun(expand_grid(raw, tmp_path / "g.yaml").cells[0], Cache(tmp_path)).features_key == before
     data.write_text("a,b,label\n1,2,0\n3,5,1\n")
     assert CellRun(expand_grid(raw, tmp_path / "g.yaml").cells[0], Cache(tmp_path)).features_key != before
+
+
+def test_temporaries_of_unfinished_writes_older_than_a_day_are_removed(tmp_path):
+    import os
+    import time
+
+    cache = Cache(tmp_path)
+    cache.save("models", "abcd", "json", {"w": 1})
+    folder = cache.path("models", "abcd", "json").parent
+    old, fresh = folder / ".abcd-old.tmp", folder / ".abcd-new.tmp"
+    old.write_text("x")
+    fresh.write_text("y")
+    day_ago = time.time() - 86400 - 60
+    os.utime(old, (day_ago, day_ago))
+    assert cache.clean_temporaries() == 1
+    assert not old.exists() and fresh.exists()  # a write in progress elsewhere is left alone
+    assert cache.load("models", "abcd", "json") == {"w": 1}
