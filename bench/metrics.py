@@ -58,15 +58,22 @@ class AttackMetrics:
         }
 
 
+def roc_summary(scores: np.ndarray, membership: np.ndarray) -> tuple[dict[str, float], float]:
+    """The TPR at each of :data:`FPR_LEVELS` (by store column name) and the AUC of one audit."""
+    fpr, tpr, _ = roc_curve(scores, membership)
+    tprs = {name: float(tpr[fpr <= level + 1e-12].max()) for name, level in FPR_LEVELS.items()}
+    return tprs, float(trapezoid(tpr, fpr))
+
+
 def attack_metrics(scores: np.ndarray, membership: np.ndarray, threshold: float) -> AttackMetrics:
     """Every metric of one target's scores; ``threshold`` was chosen on the reference models."""
     scores, membership = check_scores(scores, membership)
-    fpr, tpr, _ = roc_curve(scores, membership)
+    tprs, area = roc_summary(scores, membership)
     return AttackMetrics(
-        auc=float(trapezoid(tpr, fpr)),
+        auc=area,
         balanced_accuracy=balanced_accuracy(scores, membership, threshold),
         threshold=threshold,
-        tprs={name: float(tpr[fpr <= level + 1e-12].max()) for name, level in FPR_LEVELS.items()},
+        tprs=tprs,
         n_members=int(membership.sum()),
         n_nonmembers=int((~membership).sum()),
     )
@@ -108,9 +115,8 @@ def calibration_metrics(
     names = [*FPR_LEVELS, "auc"]
     per_audit = []
     for s, m, e in zip(scores[selected], membership[selected], evaluated[selected], strict=True):
-        fpr, tpr, _ = roc_curve(s[e], m[e])
-        per_audit.append([*(float(tpr[fpr <= level + 1e-12].max()) for level in FPR_LEVELS.values()),
-                          float(trapezoid(tpr, fpr))])
+        tprs, area = roc_summary(s[e], m[e])
+        per_audit.append([*(tprs[name] for name in FPR_LEVELS), area])
     means = np.mean(per_audit, axis=0) if per_audit else np.full(len(names), np.nan)
     return {f"{CALIBRATION}{name}": float(value) for name, value in zip(names, means, strict=True)}
 
