@@ -63,6 +63,9 @@ class AttackData:
         For white-box attacks: features computed from the released parameters (per-layer per-sample gradient
         norms, the loss, hidden-activation norms) of the target ``[N, F]`` and of each reference ``[R, N, F]``
         on every pool point, and the ``F`` feature names; ``None`` unless an attack asked for them.
+    features, population_features
+        For attacks that read the records themselves: the input features of the pool points ``[N, F]`` and of the
+        population points ``[P, F]``, flattened; ``None`` unless an attack asked for them.
     leaked_index, leaked_membership
         For the leaked-samples attacker: the pool points ``[L]`` whose membership in the *target* the attacker
         knows, and that membership ``[L]``. The harness scores the attack on the other points only.
@@ -85,6 +88,8 @@ class AttackData:
     target_white_box: np.ndarray | None = per_model("white_box", "target", default=None)
     reference_white_box: np.ndarray | None = per_model("white_box", "references", default=None)
     white_box_names: tuple[str, ...] = ()
+    features: np.ndarray | None = None
+    population_features: np.ndarray | None = None
     leaked_index: np.ndarray | None = field(default=None, metadata={"per_target": True})
     leaked_membership: np.ndarray | None = field(default=None, metadata={"per_target": True})
     target_rounds: np.ndarray | None = per_model("rounds", "target", axis=1, default=None)
@@ -109,6 +114,12 @@ class AttackData:
                     f"inconsistent population: target {self.population_target.shape}, labels {p}, "
                     f"references {self.population_references.shape}"
                 )
+        if self.features is not None and len(self.features) != n:
+            raise ValueError(f"inconsistent features: {self.features.shape} for {n} pool points")
+        if self.population_features is not None and (
+            self.population_labels is None or len(self.population_features) != len(self.population_labels)
+        ):
+            raise ValueError(f"inconsistent population features: {self.population_features.shape}")
 
     @property
     def n_references(self) -> int:

@@ -50,6 +50,14 @@ class Population(Requirement):
 
 
 @dataclass(frozen=True)
+class RecordFeatures(Requirement):
+    """The input features of the audited records and of the population records, as flat vectors
+    (``AttackData.features`` ``[N, F]``, ``population_features`` ``[P, F]``): what an attacker who holds the records
+    themselves, and public records of the same distribution, can compute from (QMIA's quantile regressor). Tabular
+    and fingerprint inputs are served; graphs are not."""
+
+
+@dataclass(frozen=True)
 class PerturbedLabelQueries(Requirement):
     """Label-only queries: for each model and audited record, the fraction of ``queries`` copies perturbed by
     Gaussian noise of standard deviation ``noise`` (in feature units) that the model labels correctly

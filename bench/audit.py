@@ -17,6 +17,7 @@ from attacks.requirements import (
     LeakedMembership,
     PerturbedLabelQueries,
     Population,
+    RecordFeatures,
     Release,
     RoundSnapshots,
     WhiteBoxFeatures,
@@ -153,6 +154,8 @@ class Servable:
         The models' parameters (white-box features).
     rounds
         The models of every federated round.
+    features
+        The audited and population records' input features, as flat vectors.
     """
 
     release: str = "probabilities"
@@ -160,6 +163,7 @@ class Servable:
     queries: bool = True
     parameters: bool = True
     rounds: bool = False
+    features: bool = True
 
 
 def skip_reason(
@@ -181,6 +185,8 @@ def skip_reason(
         return "needs population records (outputs on data no model trained on)"
     if find(required, PerturbedLabelQueries) is not None and not servable.queries:
         return "needs label-only queries of the models on perturbed records"
+    if find(required, RecordFeatures) is not None and not servable.features:
+        return "needs the records' input features as flat vectors (and population records'); these inputs are not"
     if find(required, RoundSnapshots) is not None and not servable.rounds:
         return "needs the models of every federated round; runs on cells with training engine 'federated' only"
     return None

@@ -23,6 +23,7 @@ from attacks.requirements import (
     LeakedMembership,
     PerturbedLabelQueries,
     Population,
+    RecordFeatures,
     Release,
     Requirement,
     RoundSnapshots,
@@ -376,6 +377,18 @@ class CellRun:
     def _(self, requirement: RoundSnapshots) -> dict[str, Any]:
         return self.rounds(requirement)
 
+    @serve.register
+    def _(self, requirement: RecordFeatures) -> dict[str, Any]:
+        f, s = self.features(), self.split()
+        flat = f["X"].reshape(len(f["X"]), -1)
+        return {"features": flat[s["pool"]], "population_features": flat[s["test"]]}
+
+    @property
+    def flat_features(self) -> bool:
+        """Whether the inputs are one array per record (tabular, fingerprints, images), as
+        :class:`attacks.requirements.RecordFeatures` serves them; graphs are not."""
+        return "X" in self.features()
+
     def audit(self, attack: ComponentSpec | None = None) -> Audit:
         """The released outputs of the M models with their membership (the test set is the population), and
         whatever else ``attack``'s requirements ask for (:mod:`attacks.requirements`)."""
@@ -423,8 +436,8 @@ class CellRun:
         has_rounds = self.cell.training_params.get("engine") == "federated"
         for attack in self.cell.attacks:
             component = ATTACKS.get(attack.name)
-            reason = skip_reason(component, attack.kwargs, Servable(self.defense.releases, rounds=has_rounds),
-                                 task=self.task)
+            servable = Servable(self.defense.releases, rounds=has_rounds, features=self.flat_features)
+            reason = skip_reason(component, attack.kwargs, servable, task=self.task)
             access = component.tag("access", attack.kwargs, "black-box")
             knowledge = component.tag("knowledge", attack.kwargs, "references")
             for target in range(self.protocol["n_targets"]):
