@@ -66,6 +66,12 @@ class AttackData:
     features, population_features
         For attacks that read the records themselves: the input features of the pool points ``[N, F]`` and of the
         population points ``[P, F]``, flattened; ``None`` unless an attack asked for them.
+    shadow_outputs, shadow_labels, shadow_keep
+        The classic shadow-model setting (Shokri et al. 2017; Song & Mittal 2021): ``S`` shadow models' released
+        outputs on their own ``Ns`` shadow records ``[S, Ns, C]``, those records' labels ``[Ns]`` and each shadow
+        model's membership of them ``[S, Ns]``; ``None`` unless given (``bench audit``). Attacks that learn a rule
+        from outputs with known membership (thresholds, histograms, a classifier) learn it on these when given,
+        instead of on the references (:meth:`AttackData.labelled_outputs`); per-example attacks cannot use them.
     leaked_index, leaked_membership
         For the leaked-samples attacker: the pool points ``[L]`` whose membership in the *target* the attacker
         knows, and that membership ``[L]``. The harness scores the attack on the other points only.
@@ -90,6 +96,9 @@ class AttackData:
     white_box_names: tuple[str, ...] = ()
     features: np.ndarray | None = None
     population_features: np.ndarray | None = None
+    shadow_outputs: np.ndarray | None = None
+    shadow_labels: np.ndarray | None = None
+    shadow_keep: np.ndarray | None = None
     leaked_index: np.ndarray | None = field(default=None, metadata={"per_target": True})
     leaked_membership: np.ndarray | None = field(default=None, metadata={"per_target": True})
     target_rounds: np.ndarray | None = per_model("rounds", "target", axis=1, default=None)
@@ -114,6 +123,14 @@ class AttackData:
                     f"inconsistent population: target {self.population_target.shape}, labels {p}, "
                     f"references {self.population_references.shape}"
                 )
+        if self.shadow_outputs is not None:
+            s_shape = np.shape(self.shadow_outputs)
+            if (len(s_shape) != 3 or np.shape(self.shadow_labels) != s_shape[1:2]
+                    or np.shape(self.shadow_keep) != s_shape[:2]):
+                raise ValueError(
+                    f"inconsistent shadow inputs: shadow_outputs {s_shape}, shadow_labels "
+                    f"{np.shape(self.shadow_labels)}, shadow_keep {np.shape(self.shadow_keep)}"
+                )
         if self.features is not None and len(self.features) != n:
             raise ValueError(f"inconsistent features: {self.features.shape} for {n} pool points")
         if self.population_features is not None and (
@@ -124,6 +141,29 @@ class AttackData:
     @property
     def n_references(self) -> int:
         return len(self.references)
+
+    def labelled_outputs(self) -> LabelledOutputs | None:
+        """The outputs with known membership that a rule-learning attack learns on: the shadow models' on their
+        own records when given, else the references' on the audited records, else None."""
+        if self.shadow_outputs is not None:
+            return LabelledOutputs(self.shadow_outputs, np.asarray(self.shadow_labels),
+                                   np.asarray(self.shadow_keep, dtype=bool), "shadow")
+        if self.n_references:
+            return LabelledOutputs(self.references, np.asarray(self.labels),
+                                   np.asarray(self.reference_keep, dtype=bool), "references")
+        return None
+
+    def require_references(self, attack: str) -> None:
+        """Raise the ``ValueError`` of a per-example attack (one that compares each record's output with the
+        references' outputs on that same record) that has no references."""
+        if self.n_references == 0:
+            shadow = (" Shadow models scored on their own records cannot serve it: their records are not the audited "
+                      "ones." if self.shadow_outputs is not None else "")
+            raise ValueError(
+                f"attack {attack!r} compares each record's output with reference models' outputs on the same record "
+                f"and has no reference models.{shadow} Give references: grids, protocol.n_models >= 2; audits, "
+                "reference_outputs and reference_membership on the audited records"
+            )
 
     @classmethod
     def of_models(
@@ -173,6 +213,33 @@ class AttackData:
                 np.asarray(self.references, dtype=np.float64)[..., 0] - labels)
 
 
+@dataclass(frozen=True)
+class LabelledOutputs:
+    """Released outputs of models with known membership, for an attack to learn a rule on.
+
+    Attributes
+    ----------
+    outputs
+        ``[S, Ns, C]`` (predictions ``[S, Ns, 1]`` for regression).
+    labels
+        The records' labels ``[Ns]``.
+    keep
+        Each model's membership of the records ``[S, Ns]``.
+    source
+        ``"shadow"`` (shadow models on their own records) or ``"references"`` (reference models on the audited
+        records).
+    """
+
+    outputs: np.ndarray
+    labels: np.ndarray
+    keep: np.ndarray
+    source: str
+
+    def residuals(self) -> np.ndarray:
+        """Regression only: prediction − label ``[S, Ns]``."""
+        return np.asarray(self.outputs, dtype=np.float64)[..., 0] - np.asarray(self.labels, dtype=np.float64)
+
+
 def observations() -> dict[str, dict[str, Any]]:
     """Every per-model observation of :class:`AttackData` by name: its ``target`` and ``references`` fields and
     its models' ``axis`` in an audit of all models. A new observation is a new pair of :func:`per_model` fields."""
@@ -196,10 +263,21 @@ class AttackOutput:
 
     An attack returns either a score array ``[N]`` or an :class:`AttackOutput` whose ``info`` (numbers only,
     e.g. how many points had no IN reference) becomes extra columns of the results store.
+
+    Attributes
+    ----------
+    threshold
+        The attack's own decision rule, "member if score >= threshold", where the attack learns one (Song &
+        Mittal's thresholds, chosen on the references): the balanced accuracy is then measured at it. None: the
+        harness chooses a threshold on the calibration models' audits.
+    class_thresholds
+        The thresholds the attack learned per class, in the units of its statistic (class → τ), for reports.
     """
 
     scores: np.ndarray
     info: dict[str, float] = field(default_factory=dict)
+    threshold: float | None = None
+    class_thresholds: dict[int, float] | None = None
 
 
 def true_class_loss(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:

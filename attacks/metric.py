@@ -3,9 +3,13 @@
 Song, L. and Mittal, P. "Systematic Evaluation of Privacy Risks of Machine Learning Models", USENIX Security 2021.
 
 Each attack computes a value ``v(x)`` of the target's output (correctness, confidence, −entropy or −modified
-entropy; higher = more member-like) and a threshold chosen on the reference models, per class by default
-(the paper's class-dependent thresholds). The returned score is ``v(x) − τ_{y(x)}``: "score ≥ 0" is exactly the
-thresholded decision, and the ROC curve compares class-normalized values.
+entropy; higher = more member-like) and a threshold learned on models whose membership the attacker knows, per
+class by default (the paper's class-dependent thresholds): the reference models' outputs on the audited records,
+or, in the classic setting, shadow models' outputs on their own shadow records. The thresholds follow the authors'
+code (inspire-group/membership-inference-evaluation, ``_thre_setting``): the candidates are the observed values, a
+record is flagged when ``v ≥ τ``, and ties go to the first best candidate. The returned score is ``v(x) − τ_{y(x)}``
+with decision threshold 0: "score ≥ 0" is exactly the thresholded decision, and the ROC curve compares
+class-normalized values.
 
 The helpers here (:func:`clean_log_probs`, :func:`true_class_log_probs`, :func:`entropy`,
 :func:`modified_entropy`) are shared by the other attack modules.
@@ -13,11 +17,13 @@ The helpers here (:func:`clean_log_probs`, :func:`true_class_log_probs`, :func:`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from attacks.base import AttackData, AttackOutput, true_class_loss
 from attacks.requirements import Release, always
-from attacks.roc import best_threshold
+from attacks.roc import balanced_accuracy_has_signal, best_threshold
 from privkernel.registry import ATTACKS, Param
 
 #: Floor of a released log-probability: log of the smallest positive float32 (≈ −103.3). A release may hold
@@ -27,8 +33,14 @@ LOG_FLOOR = float(np.log(np.finfo(np.float32).smallest_subnormal))
 
 THRESHOLDS_PARAM = Param(
     "thresholds", str, "class",
-    "threshold chosen on the references per class (Song & Mittal) or one for all classes",
+    "threshold chosen on the references (or shadow models) per class (Song & Mittal) or one for all classes",
     choices=("class", "global"),
+)
+PLACEMENT_PARAM = Param(
+    "placement", str, "observed",
+    "observed: the threshold is the best observed reference value (Song & Mittal's code); midpoint: halfway "
+    "between it and the next lower value",
+    choices=("observed", "midpoint"),
 )
 
 
@@ -106,113 +118,133 @@ def modified_entropy(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return -np.exp(log_rest) * log_p_y - wrong_terms
 
 
-def _require_references(data: AttackData, attack: str) -> None:
-    if data.n_references == 0:
-        raise ValueError(
-            f"attack {attack!r} needs reference models to choose its threshold; "
-            "run it with at least 2 models (protocol.n_models >= 2)"
-        )
-    keep = np.asarray(data.reference_keep, dtype=bool)
-    if keep.all() or not keep.any():
-        raise ValueError(
-            f"attack {attack!r} needs both IN and OUT points among the reference models; "
-            "use a membership split where each point is IN for some models and OUT for others"
-        )
-
-
-def _threshold(values: np.ndarray, membership: np.ndarray) -> tuple[float, bool]:
-    """Balanced-accuracy threshold of ``attacks.roc.best_threshold`` and whether it has any signal.
-
-    Where no threshold beats chance, ``best_threshold`` answers ``+inf`` ("nobody is a member"); the same
-    decision on the references is kept, with finite scores, by the smallest float above every value.
-    """
-    tau = best_threshold(values, membership)
-    if np.isinf(tau):
-        return float(np.nextafter(values.max(), np.inf)), False
-    return tau, True
-
-
 def thresholded_scores(
     target_values: np.ndarray,
     reference_values: np.ndarray,
     reference_keep: np.ndarray,
     labels: np.ndarray,
     thresholds: str,
+    placement: str = "observed",
+    reference_labels: np.ndarray | None = None,
 ) -> AttackOutput:
     """``v(x) − τ`` with ``τ`` maximising balanced accuracy on the references, per class or global.
+
+    Each ``τ`` follows Song & Mittal's rule (:func:`attacks.roc.best_threshold`): an observed reference value,
+    ``>=`` flags a member, exact integer comparison of the accuracies, the first best candidate in the authors'
+    order (members' values before non-members', each reference's records in turn). ``v − τ ≥ 0`` holds exactly
+    when ``v ≥ τ`` (float subtraction of finite values is zero only for equal values), so the returned
+    :attr:`AttackOutput.threshold` ``0`` is the class-wise decision itself.
 
     Parameters
     ----------
     target_values
-        The target's value of each pool point ``[N]`` (higher = more member-like).
+        The target's value of each audited point ``[N]`` (higher = more member-like).
     reference_values, reference_keep
-        The references' values ``[R, N]`` and their membership ``[R, N]``.
+        The references' values ``[R, Nr]`` and their membership ``[R, Nr]``: the references' values on the audited
+        points (``Nr = N``), or shadow models' on their own shadow records.
     labels
-        True classes ``[N]``.
+        True classes of the audited points ``[N]``.
     thresholds
-        ``"class"``: for each class ``c``, ``τ_c`` is chosen on all ``R`` references' values of the pool points
-        of class ``c``; a class without both IN and OUT reference points uses the global threshold (counted in
-        ``info["classes_global_fallback"]``). ``"global"``: one ``τ`` for every point.
+        ``"class"``: for each class ``c``, ``τ_c`` is chosen on the reference values of the points of class ``c``;
+        a class without both IN and OUT reference points uses the global threshold (counted in
+        ``info["classes_global_fallback"]``; the authors' code would leave such a class at its initial threshold
+        0). ``"global"``: one ``τ`` for every point.
+    placement
+        ``"observed"`` (the authors') or ``"midpoint"``: see :func:`attacks.roc.best_threshold`.
+    reference_labels
+        Classes of the reference points ``[Nr]``; None: ``labels`` (the references saw the audited points).
 
     Returns
     -------
     AttackOutput
-        Scores ``[N]`` and ``info`` with the global threshold and the fallback counts.
+        Scores ``[N]``, threshold 0, the thresholds by class, and ``info`` with the global threshold, the fallback
+        count and how many classes had no threshold beating chance.
     """
     keep = np.asarray(reference_keep, dtype=bool)
     labels = np.asarray(labels)
-    tau_global, global_signal = _threshold(reference_values.ravel(), keep.ravel())
+    reference_labels = labels if reference_labels is None else np.asarray(reference_labels)
+
+    def choose(values: np.ndarray, member: np.ndarray) -> tuple[float, bool]:
+        tau = best_threshold(values, member, placement)  # candidates: members' values, then non-members'
+        return tau, balanced_accuracy_has_signal(values, member, tau)
+
+    tau_global, global_signal = choose(reference_values.ravel(), keep.ravel())
     info: dict[str, float] = {"global_threshold": tau_global, "global_no_signal": int(not global_signal)}
     if thresholds == "global":
-        return AttackOutput(target_values - tau_global, info)
-    classes, class_index = np.unique(labels, return_inverse=True)
-    taus = np.empty(len(classes))
+        return AttackOutput(target_values - tau_global, info, threshold=0.0)
+    classes = np.unique(np.concatenate([labels, reference_labels]))
+    taus: dict[int, float] = {}
     fallback = no_signal = 0
-    for i in range(len(classes)):
-        in_class = class_index == i
+    for c in classes:
+        in_class = reference_labels == c
         values, member = reference_values[:, in_class].ravel(), keep[:, in_class].ravel()
         if member.all() or not member.any():
-            taus[i] = tau_global
+            taus[int(c)] = tau_global
             fallback += 1
             continue
-        taus[i], signal = _threshold(values, member)
+        taus[int(c)], signal = choose(values, member)
         no_signal += not signal
     info.update(classes_global_fallback=fallback, classes_no_signal=no_signal, n_classes=len(classes))
-    return AttackOutput(target_values - taus[class_index], info)
+    tau_of_point = np.array([taus[int(c)] for c in classes])[np.searchsorted(classes, labels)]
+    return AttackOutput(target_values - tau_of_point, info, threshold=0.0, class_thresholds=taus)
 
 
-def _metric_attack(data: AttackData, name: str, value, thresholds: str) -> AttackOutput:
-    _require_references(data, name)
-    return thresholded_scores(
-        value(data.target), value(data.references), data.reference_keep, data.labels, thresholds
-    )
+def learned_threshold_scores(
+    data: AttackData, value: Callable[[np.ndarray, np.ndarray], np.ndarray], thresholds: str, placement: str,
+    attack: str,
+) -> AttackOutput:
+    """Song & Mittal's attack with statistic ``value(outputs, labels)`` (higher = member): thresholds learned on
+    the shadow models' records when given, else on the references (:meth:`AttackData.labelled_outputs`), see
+    :func:`thresholded_scores`. With neither, the score is the statistic itself, with no threshold: its AUC and TPR
+    at low FPR are still measured (``info["thresholds_learned"] = 0``).
+
+    Raises
+    ------
+    ValueError
+        When the outputs to learn on are all IN or all OUT.
+    """
+    learn = data.labelled_outputs()
+    if learn is None:
+        return AttackOutput(value(data.target, data.labels), {"thresholds_learned": 0})
+    if learn.keep.all() or not learn.keep.any():
+        raise ValueError(
+            f"attack {attack!r} learns its thresholds on the {learn.source}' records and needs both members and "
+            "non-members among them; use a membership split where each model has both"
+        )
+    out = thresholded_scores(value(data.target, data.labels), value(learn.outputs, learn.labels), learn.keep,
+                             data.labels, thresholds, placement, reference_labels=learn.labels)
+    out.info["thresholds_learned"] = 1
+    return out
 
 
 @ATTACKS.register(
     "correctness",
     description="Member iff the target predicts the true class (Song & Mittal 2021; Yeom et al. 2018).",
+    version=2,
     requires=always(Release("labels")),
     tasks=("classification",),
 )
-def correctness_attack(data: AttackData) -> np.ndarray:
+def correctness_attack(data: AttackData) -> AttackOutput:
     """Score ``1[argmax_i p_i(x) = y]``: members are more often classified correctly.
 
-    Song & Mittal (USENIX Security 2021), Sec. 3.1 (prediction correctness). Needs no references; the
-    score takes only the values 0 and 1.
+    Song & Mittal (USENIX Security 2021), Sec. 3.1 (prediction correctness): a record is a member when the target
+    classifies it correctly (decision threshold 1), so the attack accuracy is ``½ (train acc + 1 − test acc)`` as
+    in the authors' code. Needs no references; the score takes only the values 0 and 1.
     """
     predicted = np.asarray(data.target).argmax(-1)
-    return (predicted == np.asarray(data.labels)).astype(np.float64)
+    return AttackOutput((predicted == np.asarray(data.labels)).astype(np.float64), threshold=1.0)
 
 
 @ATTACKS.register(
     "confidence",
     description="Confidence p_y of the target in the true class, thresholded per class on the references "
     "(Song & Mittal 2021).",
-    params=[THRESHOLDS_PARAM],
+    params=[THRESHOLDS_PARAM, PLACEMENT_PARAM],
+    version=2,
     requires=always(Release("probabilities")),
     tasks=("classification",),
 )
-def confidence_attack(data: AttackData, thresholds: str = "class") -> AttackOutput:
+def confidence_attack(data: AttackData, thresholds: str = "class", placement: str = "observed") -> AttackOutput:
     """Score ``p_y(x) − τ_y``: members get higher confidence in their true class.
 
     Song & Mittal (USENIX Security 2021), Sec. 3.2, with class-dependent thresholds ``τ_c`` chosen on the
@@ -220,39 +252,44 @@ def confidence_attack(data: AttackData, thresholds: str = "class") -> AttackOutp
     ``exp(−true_class_loss)``; in float64 it cannot separate points with ``Σ_{j≠y} p_j < 1e−16`` (use
     ``loss`` for a log-scale ranking).
     """
-    return _metric_attack(data, "confidence", lambda lp: confidence(lp, data.labels), thresholds)
+    return learned_threshold_scores(data, confidence, thresholds, placement, "confidence")
 
 
 @ATTACKS.register(
     "entropy",
     description="Negative prediction entropy of the target, thresholded per class on the references "
     "(Song & Mittal 2021).",
-    params=[THRESHOLDS_PARAM],
+    params=[THRESHOLDS_PARAM, PLACEMENT_PARAM],
+    version=2,
     requires=always(Release("probabilities")),
     tasks=("classification",),
 )
-def entropy_attack(data: AttackData, thresholds: str = "class") -> AttackOutput:
+def entropy_attack(data: AttackData, thresholds: str = "class", placement: str = "observed") -> AttackOutput:
     """Score ``−H(p(x)) − τ_y`` with ``H(p) = −Σ_i p_i log p_i``: members get lower-entropy predictions.
 
     Song & Mittal (USENIX Security 2021), Sec. 3.2 (prediction entropy); class-dependent thresholds as in
     :func:`thresholded_scores`.
     """
-    return _metric_attack(data, "entropy", lambda lp: -entropy(lp), thresholds)
+    return learned_threshold_scores(data, lambda lp, y: -entropy(lp), thresholds, placement, "entropy")
 
 
 @ATTACKS.register(
     "modified_entropy",
     description="Negative modified entropy Mentr of the target, thresholded per class on the references "
     "(Song & Mittal 2021).",
-    params=[THRESHOLDS_PARAM],
+    params=[THRESHOLDS_PARAM, PLACEMENT_PARAM],
+    version=2,
     requires=always(Release("probabilities")),
     tasks=("classification",),
 )
-def modified_entropy_attack(data: AttackData, thresholds: str = "class") -> AttackOutput:
+def modified_entropy_attack(
+    data: AttackData, thresholds: str = "class", placement: str = "observed"
+) -> AttackOutput:
     """Score ``−Mentr(p(x), y) − τ_y`` with ``Mentr(p, y) = −(1−p_y) log p_y − Σ_{i≠y} p_i log(1−p_i)``.
 
     Song & Mittal (USENIX Security 2021), Sec. 3.2 (modified prediction entropy): unlike the entropy it is
     monotone decreasing in ``p_y`` and increasing in every wrong ``p_i``. See :func:`modified_entropy` for the
     stable computation and :func:`thresholded_scores` for the thresholds.
     """
-    return _metric_attack(data, "modified_entropy", lambda lp: -modified_entropy(lp, data.labels), thresholds)
+    return learned_threshold_scores(data, lambda lp, y: -modified_entropy(lp, y), thresholds, placement,
+                                    "modified_entropy")

@@ -66,16 +66,47 @@ def tpr_at_fpr(scores: np.ndarray, membership: np.ndarray, max_fpr: float) -> fl
     return float(tpr[fpr <= max_fpr + 1e-12].max())
 
 
-def best_threshold(scores: np.ndarray, membership: np.ndarray) -> float:
-    """The threshold that maximises balanced accuracy on (reference) scores with known membership.
+def best_threshold(scores: np.ndarray, membership: np.ndarray, placement: str = "observed") -> float:
+    """The threshold that maximises balanced accuracy on (reference) scores with known membership, by Song &
+    Mittal's rule (their code's ``_thre_setting``, inspire-group/membership-inference-evaluation).
 
-    Among equally good thresholds the midpoint between the chosen score and the next lower one is
-    returned, so that the rule transfers to new scores without favouring exact ties.
+    The candidates are the observed scores, members' first and then non-members', each in array order. A record is
+    flagged when its score is ``>=`` the threshold; candidate ``τ`` has balanced accuracy
+    ``½ (TP(τ)/n_in + TN(τ)/n_out)`` with ``TP(τ) = #{members ≥ τ}``, ``TN(τ) = #{non-members < τ}``. Accuracies
+    are compared as the exact integers ``TP(τ) n_out + TN(τ) n_in``, and the first candidate that reaches the
+    maximum wins (the authors keep a candidate only when it is strictly better), so ties are decided by that order
+    and never by float rounding. As in the authors' rule, the threshold is always an observed score: when nothing
+    beats chance (balanced accuracy ½), it is the first candidate at ½.
+
+    Parameters
+    ----------
+    scores, membership
+        Scores ``[n]`` (higher = member) and membership ``[n]``.
+    placement
+        ``"observed"``: the chosen score itself (the authors'). ``"midpoint"``: halfway between it and the next
+        lower observed score (if any), which transfers the same decision to new scores without favouring exact
+        ties with the references'.
     """
-    fpr, tpr, thresholds = roc_curve(scores, membership)
-    i = int(np.argmax(tpr - fpr))
-    if i == 0:
-        return float(np.inf)
-    if i + 1 < len(thresholds):
-        return float((thresholds[i] + thresholds[i + 1]) / 2)
-    return float(thresholds[i])
+    scores, membership = check_scores(scores, membership)
+    members, non_members = scores[membership], scores[~membership]
+    n_in, n_out = len(members), len(non_members)
+    candidates = np.concatenate([members, non_members])
+    tp = n_in - np.searchsorted(np.sort(members), candidates, side="left")
+    tn = np.searchsorted(np.sort(non_members), candidates, side="left")
+    accuracy = tp.astype(np.int64) * n_out + tn.astype(np.int64) * n_in
+    tau = float(candidates[int(np.argmax(accuracy))])  # argmax: the first of equal integers
+    if placement == "midpoint":
+        lower = scores[scores < tau]
+        return float((tau + lower.max()) / 2) if lower.size else tau
+    if placement != "observed":
+        raise ValueError(f"placement {placement!r} must be 'observed' or 'midpoint'")
+    return tau
+
+
+def balanced_accuracy_has_signal(scores: np.ndarray, membership: np.ndarray, threshold: float) -> bool:
+    """Whether the rule "member if score >= threshold" beats chance (balanced accuracy above ½) on these scores,
+    compared in exact integer counts."""
+    scores, membership = check_scores(scores, membership)
+    flagged = scores >= threshold
+    n_in, n_out = int(membership.sum()), int((~membership).sum())
+    return int(flagged[membership].sum()) * n_out + int((~flagged[~membership]).sum()) * n_in > n_in * n_out

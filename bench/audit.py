@@ -212,7 +212,7 @@ def run_attack(
             f"attack {attack.label()} returned scores of shape {scores.shape} with {n_nan} NaN; "
             f"expected {data.labels.shape} finite scores"
         )
-    return AttackOutput(scores, dict(out.info))
+    return AttackOutput(scores, dict(out.info), out.threshold, out.class_thresholds)
 
 
 def score_target(attack: ComponentSpec, audit: Audit, target: int, calibration: list[int]) -> dict[str, np.ndarray]:
@@ -227,12 +227,18 @@ def score_target(attack: ComponentSpec, audit: Audit, target: int, calibration: 
     leaked = [None if leak is None else leaked_records(audit.keep[m], *leak)
               for m, leak in zip(models, leaks, strict=True)]
     out = run_attack(attack, audit, target, leaked=leaked[0])
+    n = audit.keep.shape[1]
     scores = {
         "target": out.scores,
-        "calibration": np.stack([run_attack(attack, audit, r, excluded={target}, leaked=known).scores
-                                 for r, known in zip(calibration, leaked[1:], strict=True)]),
+        "calibration": np.array([run_attack(attack, audit, r, excluded={target}, leaked=known).scores
+                                 for r, known in zip(calibration, leaked[1:], strict=True)]).reshape(-1, n),
         **{f"info/{k}": np.array(v, dtype=np.float64) for k, v in out.info.items()},
     }
+    if out.threshold is not None:
+        scores["decision_threshold"] = np.array(out.threshold, dtype=np.float64)
+    if out.class_thresholds:
+        scores["class_thresholds/classes"] = np.array(list(out.class_thresholds), dtype=np.int64)
+        scores["class_thresholds/values"] = np.array(list(out.class_thresholds.values()), dtype=np.float64)
     if leaked[0] is not None:
         evaluated = np.ones((len(models), audit.keep.shape[1]), dtype=bool)
         for row, known in zip(evaluated, leaked, strict=True):
@@ -259,14 +265,22 @@ def target_metrics(
     reference_evaluated = scores.get("calibration_evaluated", np.ones((len(calibration), n), dtype=bool))
     reference_scores = scores["calibration"][reference_evaluated]
     reference_membership = keep[calibration][reference_evaluated]
-    threshold = best_threshold(reference_scores, reference_membership)
-    eps_threshold = epsilon_threshold(reference_scores, reference_membership, EPSILON_DELTA)
     target_scores, members = scores["target"][evaluated], keep[target][evaluated]
+    if "decision_threshold" in scores:  # the attack learned its own rule: its accuracy is measured at it
+        threshold = float(scores["decision_threshold"])
+    elif calibration:
+        threshold = best_threshold(reference_scores, reference_membership)
+    else:
+        threshold = float("nan")
+    epsilon = float("nan")
+    if calibration:
+        eps_threshold = epsilon_threshold(reference_scores, reference_membership, EPSILON_DELTA)
+        epsilon = epsilon_at_threshold(target_scores, members, eps_threshold, EPSILON_DELTA)
     return {
         **attack_metrics(target_scores, members, threshold).as_row(),
         **calibration_metrics(scores["calibration"], keep[calibration], reference_evaluated,
-                              selected=np.asarray(calibration) >= n_targets),
-        "epsilon_lower_bound": epsilon_at_threshold(target_scores, members, eps_threshold, EPSILON_DELTA),
+                              selected=np.asarray(calibration, dtype=int) >= n_targets),
+        "epsilon_lower_bound": epsilon,
         **{k.split("/", 1)[1]: float(v) for k, v in scores.items() if k.startswith("info/")},
     }
 

@@ -28,8 +28,11 @@ FPR_LEVELS: dict[str, float] = {"tpr_at_fpr_0": 0.0, "tpr_at_fpr_0.1pct": 0.001,
 
 
 def balanced_accuracy(scores: np.ndarray, membership: np.ndarray, threshold: float) -> float:
-    """Mean of the TPR and the TNR of the rule "member if score >= threshold"."""
+    """Mean of the TPR and the TNR of the rule "member if score >= threshold" (NaN for a NaN threshold: no rule
+    was learned)."""
     scores, membership = check_scores(scores, membership)
+    if np.isnan(threshold):
+        return float("nan")
     predicted = scores >= threshold
     return float((predicted[membership].mean() + (~predicted[~membership]).mean()) / 2)
 

@@ -70,7 +70,9 @@ def test_degenerate_releases_stay_finite():
 def test_correctness_attack():
     target = np.log(np.array([[0.6, 0.4], [0.3, 0.7], [0.2, 0.8]]))
     data = AttackData(target, np.array([0, 0, 1]), np.zeros((0, 3, 2)), np.zeros((0, 3), dtype=bool))
-    np.testing.assert_array_equal(correctness_attack(data), [1.0, 0.0, 1.0])
+    out = correctness_attack(data)
+    np.testing.assert_array_equal(out.scores, [1.0, 0.0, 1.0])
+    assert out.threshold == 1.0  # member iff correctly classified (Song & Mittal's code)
 
 
 def _brute_force_best_balanced_accuracy(values: np.ndarray, member: np.ndarray) -> float:
@@ -130,7 +132,7 @@ def test_a_class_without_in_references_uses_the_global_threshold():
     assert not np.allclose(taus[data.labels == 0], out.info["global_threshold"])
 
 
-def test_a_class_without_signal_keeps_finite_scores_and_flags_nobody():
+def test_a_class_without_signal_keeps_the_authors_first_candidate():
     # class 0: references' members are *less* confident than non-members: no threshold beats chance
     ref_p = np.array([[0.6, 0.9, 0.7, 0.8]])
     keep = np.array([[True, False, True, False]])
@@ -141,11 +143,22 @@ def test_a_class_without_signal_keeps_finite_scores_and_flags_nobody():
     out = confidence_attack(AttackData(target, labels, refs, keep))
     assert out.info["classes_no_signal"] == 1
     assert np.isfinite(out.scores).all()
-    assert (out.scores[1:] < 0).all()  # nobody at or below the references' maximum is flagged
+    # every candidate ties at balanced accuracy 1/2 or worse; the authors keep the first one at 1/2, the first
+    # member's value 0.6, and flag every point at or above it
+    assert out.class_thresholds == {0: pytest.approx(0.6)}
+    np.testing.assert_array_equal(out.scores >= 0, [True, False, True, False])
 
 
-def test_metric_attacks_need_references():
+def test_without_references_the_statistic_is_scored_without_a_threshold():
     d = synthetic(n=20, n_models=2, seed=3).data
     data = AttackData(d.target, d.labels, d.references[:0], d.reference_keep[:0])
-    with pytest.raises(ValueError, match="needs reference models"):
+    out = entropy_attack(data)
+    np.testing.assert_allclose(out.scores, -entropy(d.target))
+    assert out.threshold is None and out.info["thresholds_learned"] == 0
+
+
+def test_references_all_in_are_refused_with_the_reason():
+    d = synthetic(n=20, n_models=3, seed=3).data
+    data = AttackData(d.target, d.labels, d.references, np.ones_like(d.reference_keep))
+    with pytest.raises(ValueError, match="both members and non-members"):
         entropy_attack(data)

@@ -11,16 +11,21 @@ from tests.attack_data import release_from_phi, synthetic
 
 
 def test_histogram_posterior_by_hand():
-    # bins [0, 1) and [1, 2]; IN counts 3, 1; OUT counts 0, 4; add-one: P_in = 4/6, 2/6; P_out = 1/6, 5/6
+    # equal-width bins [0, 1) and [1, 2]; IN counts 3, 1 of 4; OUT counts 0, 4 of 4 (normalised per side, P(in) = 1/2)
     values_in, values_out = np.array([0.0, 0.0, 0.5, 1.0]), np.array([1.0, 2.0, 2.0, 1.5])
     query = np.array([-5.0, 0.2, 1.0, 2.0, 7.0])
-    r0 = (4 / 6) / (4 / 6 + 1 / 6)
-    r1 = (2 / 6) / (2 / 6 + 5 / 6)
-    np.testing.assert_allclose(histogram_posterior(values_in, values_out, query, 2), [r0, r0, r1, r1, r1])
-    # an unequal prior: 1 IN, 3 OUT points, all in one bin of two
-    got = histogram_posterior(np.array([0.0]), np.array([0.0, 0.0, 2.0]), np.array([0.0]), 2)
-    p_in, p_out = 0.25 * (1 + 1) / (1 + 2), 0.75 * (2 + 1) / (3 + 2)
-    assert got[0] == pytest.approx(p_in / (p_in + p_out))
+    r1 = (1 / 4) / (1 / 4 + 1)
+    np.testing.assert_allclose(histogram_posterior(values_in, values_out, query, 2, log_bins=False),
+                               [1.0, 1.0, r1, r1, r1])
+    # an unequal number of IN and OUT points does not move the posterior: each side is normalised
+    got = histogram_posterior(np.array([0.0]), np.array([0.0, 0.0, 2.0]), np.array([0.0]), 2, log_bins=False)
+    assert got[0] == pytest.approx(1 / (1 + 2 / 3))
+    # a bin neither side visits takes the nearest visited bin's posterior, the one below first
+    empty = histogram_posterior(np.array([0.0, 0.0]), np.array([3.0, 3.0]), np.array([1.5]), 3, log_bins=False)
+    assert empty[0] == 1.0
+    # log-spaced bins: edges 1e-10 (the floor), 1e-5, 1 for values 0, 1e-6, 1
+    log = histogram_posterior(np.array([0.0, 1e-6]), np.array([1.0, 1.0]), np.array([0.0, 1e-7, 0.5]), 2)
+    np.testing.assert_allclose(log, [1.0, 1.0, 0.0])
 
 
 def _binary_release(phi, labels, n_classes=2):
@@ -41,20 +46,14 @@ def test_risk_is_per_class_and_follows_the_histograms():
     data = AttackData(_binary_release(target_phi, labels), labels, _binary_release(phi, labels), keep)
     out = privacy_risk_attack(data, bins=10)
     scores = out.scores
-    assert ((scores > 0) & (scores < 1)).all()
+    assert ((scores >= 0) & (scores <= 1)).all()
     assert out.info == {"risk_classes_global_fallback": 0, "n_classes": 2}
-    # the same posterior by an independent per-point loop over each class's histograms
+    # each class has its own histograms
     m_t, m_r = modified_entropy(data.target, labels), modified_entropy(data.references, labels)
-    for i in range(n):
-        cls = labels == labels[i]
+    for c in (0, 1):
+        cls = labels == c
         vin, vout = m_r[:, cls][keep[:, cls]], m_r[:, cls][~keep[:, cls]]
-        edges = np.linspace(min(vin.min(), vout.min()), max(vin.max(), vout.max()), 11)
-        b = min(max(int(np.searchsorted(edges, m_t[i], side="right")) - 1, 0), 9)
-        d_in = (np.sum((vin >= edges[b]) & ((vin < edges[b + 1]) | (b == 9))) + 1) / (len(vin) + 10)
-        d_out = (np.sum((vout >= edges[b]) & ((vout < edges[b + 1]) | (b == 9))) + 1) / (len(vout) + 10)
-        prior = len(vin) / (len(vin) + len(vout))
-        expected = prior * d_in / (prior * d_in + (1 - prior) * d_out)
-        assert scores[i] == pytest.approx(expected, rel=1e-9), i
+        np.testing.assert_array_equal(scores[cls], histogram_posterior(vin, vout, m_t[cls], 10))
     # class 0: confident target outputs are members; class 1: unconfident ones
     c0, c1 = labels == 0, labels == 1
     near_out_mode = np.abs(target_phi) < 0.5
@@ -67,7 +66,7 @@ def test_risk_is_monotone_where_the_histograms_are():
     values_in = np.concatenate([np.full(10 - k, k + 0.5) for k in range(10)])
     values_out = np.concatenate([np.full(k + 1, k + 0.5) for k in range(10)] + [[0.0, 10.0]])
     query = np.linspace(-1, 11, 200)
-    risk = histogram_posterior(values_in, values_out, query, 10)
+    risk = histogram_posterior(values_in, values_out, query, 10, log_bins=False)
     assert np.all(np.diff(risk) <= 0) and risk[0] > risk[-1]
     assert ((risk > 0) & (risk < 1)).all()
 
@@ -80,7 +79,7 @@ def test_a_class_without_out_points_uses_the_pooled_histograms():
     out = privacy_risk_attack(data)
     assert out.info["risk_classes_global_fallback"] == 1
     m_t, m_r = modified_entropy(data.target, data.labels), modified_entropy(data.references, data.labels)
-    pooled = histogram_posterior(m_r[keep], m_r[~keep], m_t, 30)
+    pooled = histogram_posterior(m_r[keep], m_r[~keep], m_t, 5)
     np.testing.assert_allclose(out.scores[data.labels == 1], pooled[data.labels == 1])
     assert not np.allclose(out.scores[data.labels == 0], pooled[data.labels == 0])
 

@@ -56,7 +56,8 @@ def test_constant_scores_are_a_random_guess():
 
 def test_threshold_chosen_by_balanced_accuracy_and_reused():
     threshold = best_threshold(SCORES, MEMBERS)
-    assert threshold == pytest.approx(0.65)  # between 0.7 (last member) and 0.6
+    assert threshold == 0.7  # the lowest member's score, an observed value (Song & Mittal's rule)
+    assert best_threshold(SCORES, MEMBERS, placement="midpoint") == pytest.approx(0.65)  # between 0.7 and 0.6
     assert balanced_accuracy(SCORES, MEMBERS, threshold) == pytest.approx((1 + 2 / 3) / 2)
     m = attack_metrics(SCORES, MEMBERS, threshold)
     assert m.auc == pytest.approx(7.5 / 9) and m.tprs["tpr_at_fpr_0"] == pytest.approx(1 / 3)
