@@ -12,7 +12,6 @@ from attacks.metric import modified_entropy
 from attacks.requirements import Release, always
 from privkernel.registry import ATTACKS, Param
 
-
 #: Values below this are raised to it before log-spaced bins are placed (the authors' ``small_delta``).
 LOG_BIN_FLOOR = 1e-10
 
