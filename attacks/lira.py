@@ -141,8 +141,7 @@ def lira_attack(
     """
     from scipy.stats import norm  # imported here: scipy.stats costs a second, and registration needs none of it
 
-    if data.n_references == 0:
-        raise ValueError("attack 'lira' needs reference models; run it with at least 2 models (protocol.n_models)")
+    data.require_references("lira")
     keep = np.asarray(data.reference_keep, dtype=bool)
     if keep.all():
         raise ValueError(

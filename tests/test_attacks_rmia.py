@@ -3,8 +3,9 @@ import pytest
 from scipy.special import log_softmax
 
 from attacks.base import AttackData
-from attacks.rmia import A_GRID, pairwise_fraction, rmia_attack, tune_a
-from bench.metrics import auc
+from attacks.metric import true_class_log_probs
+from attacks.rmia import A_GRID, _log_pr_x, pairwise_fraction, rmia_attack, tune_a
+from bench.metrics import auc, tpr_at_fpr
 from privkernel.errors import BenchError
 from privkernel.registry import ATTACKS
 from tests.attack_data import synthetic
@@ -64,7 +65,7 @@ def _brute_force(data: AttackData, mode: str, gamma: float, a: float, equalize: 
 ])
 def test_rmia_equals_the_brute_force_double_loop(mode, gamma, a, equalize):
     data = _random_data()
-    out = rmia_attack(data, mode=mode, gamma=gamma, a=a, equalize_refs=equalize)
+    out = rmia_attack(data, mode=mode, gamma=gamma, a=a, equalize_refs=equalize, tie_break="none")
     expected = _brute_force(data, mode, gamma, a, equalize)
     np.testing.assert_allclose(out.scores, expected, atol=1e-12)
     if equalize:  # the data's counts differ between points, so equalizing changes some scores
@@ -89,7 +90,7 @@ def test_online_with_balanced_references_is_the_plain_mean():
                               -1)[..., 0]
     ratio_x, ratio_z = p_y / pr_x.mean(0), p_z / pr_z.mean(0)
     expected = (ratio_x[:, None] / ratio_z[None, :] >= 1.0).mean(1)
-    np.testing.assert_allclose(rmia_attack(data).scores, expected, atol=1e-12)
+    np.testing.assert_allclose(rmia_attack(data, tie_break="none").scores, expected, atol=1e-12)
 
 
 def test_pairwise_fraction_counts_ties_as_wins():
@@ -98,7 +99,8 @@ def test_pairwise_fraction_counts_ties_as_wins():
     np.testing.assert_allclose(pairwise_fraction(x, z, np.e), [0.0, 0.5, 0.0, 1.0])
 
 
-def test_tuned_a_maximises_the_pseudo_targets_mean_auc():
+@pytest.mark.parametrize("tune_fpr", [0.0, 0.1])
+def test_tuned_a_maximises_the_pseudo_targets_mean_tpr_at_low_fpr(tune_fpr):
     data = _random_data(n=40, n_pop=30, n_refs=4, seed=1)
     # make the pseudo-targets informative: members get a higher true-class log-probability
     refs = data.references + np.where(data.reference_keep, 0.8, 0.0)[..., None] * (
@@ -106,21 +108,46 @@ def test_tuned_a_maximises_the_pseudo_targets_mean_auc():
     refs = log_softmax(refs, axis=-1)
     data = AttackData(data.target, data.labels, refs, data.reference_keep, data.population_target,
                       data.population_references, data.population_labels)
-    out = rmia_attack(data, mode="offline", tune_models=2)
-    mean_auc = []
+    out = rmia_attack(data, mode="offline", tune_models=2, tune_fpr=tune_fpr)
+    mean_tpr, mean_auc = [], []
     for a in A_GRID:
-        aucs = []
+        tprs, aucs = [], []
         for r in range(2):
             others = np.arange(4) != r
             pseudo = AttackData(refs[r], data.labels, refs[others], data.reference_keep[others],
                                 data.population_references[r], data.population_references[others],
                                 data.population_labels)
-            aucs.append(auc(_brute_force(pseudo, "offline", 1.0, a), data.reference_keep[r]))
+            scores = rmia_attack(pseudo, mode="offline", a=a).scores
+            tprs.append(tpr_at_fpr(scores, data.reference_keep[r], tune_fpr))
+            aucs.append(auc(scores, data.reference_keep[r]))
+        mean_tpr.append(np.mean(tprs))
         mean_auc.append(np.mean(aucs))
-    assert out.info["rmia_a"] == pytest.approx(A_GRID[int(np.argmax(mean_auc))])
-    assert out.info["rmia_tuned_auc"] == pytest.approx(max(mean_auc))
+    # the best mean TPR; among equal ones the best AUC; then the smallest a
+    best = max(range(len(A_GRID)), key=lambda i: (mean_tpr[i], mean_auc[i], -i))
+    assert out.info["rmia_a"] == pytest.approx(A_GRID[best])
+    assert out.info["rmia_tuned_tpr"] == pytest.approx(mean_tpr[best])
+    assert out.info["rmia_tuned_auc"] == pytest.approx(mean_auc[best])
     explicit = rmia_attack(data, mode="offline", a=out.info["rmia_a"])
     np.testing.assert_array_equal(out.scores, explicit.scores)
+
+
+def test_ties_of_the_fraction_are_broken_by_the_mean_log_ratio_without_reordering():
+    data = _random_data(n=200, n_pop=20, seed=3)  # few z: many ties
+    plain = rmia_attack(data, tie_break="none").scores
+    broken = rmia_attack(data).scores
+    assert len(np.unique(plain)) < 21 < len(np.unique(broken))
+    # never reorders points of different fraction, and stays within half a step of it
+    assert np.all(broken - plain >= 0) and np.all(broken - plain < 0.5 / 20)
+    differ = plain[:, None] < plain[None, :]
+    assert (broken[:, None] < broken[None, :])[differ].all()
+    # within a tie, the order is that of the target's ratio to Pr(x): log p_y(x|θ) − log Pr(x)
+    log_p_t, _ = true_class_log_probs(data.target, data.labels)
+    log_p_r, _ = true_class_log_probs(data.references, data.labels)
+    log_pr_x, _ = _log_pr_x(log_p_r, data.reference_keep, "online", 0.0, True)
+    ratio = log_p_t - log_pr_x
+    top = plain == plain.max()
+    assert top.sum() > 2
+    np.testing.assert_array_equal(np.argsort(broken[top], kind="stable"), np.argsort(ratio[top], kind="stable"))
 
 
 def test_rmia_refuses_missing_inputs():
@@ -138,7 +165,8 @@ def test_rmia_refuses_missing_inputs():
 
 def test_population_subsample_is_seeded():
     data = _random_data(n_pop=70)
-    first, again = rmia_attack(data, n_population=20, seed=3), rmia_attack(data, n_population=20, seed=3)
+    first, again = (rmia_attack(data, n_population=20, seed=3, tie_break="none"),
+                    rmia_attack(data, n_population=20, seed=3, tie_break="none"))
     np.testing.assert_array_equal(first.scores, again.scores)
     assert first.info["rmia_n_population"] == 20
     np.testing.assert_allclose(first.scores * 20, np.round(first.scores * 20), atol=1e-9)
@@ -148,7 +176,8 @@ def test_population_subsample_is_seeded():
 def test_rmia_finds_the_signal():
     s = synthetic(n=1000, n_models=9, signal=1.0, difficulty=2.0, seed=5)
     assert auc(rmia_attack(s.data).scores, s.membership) > 0.8
-    assert auc(rmia_attack(s.data, mode="offline").scores, s.membership) > 0.75
+    offline = rmia_attack(s.data, mode="offline").scores  # a tuned for the TPR at 0.1 % FPR, not for the AUC
+    assert auc(offline, s.membership) > 0.7 and tpr_at_fpr(offline, s.membership, 0.001) > 0.05
 
 
 def test_bad_rmia_parameters_are_rejected():

@@ -97,5 +97,5 @@ def test_an_attack_that_cannot_run_on_the_file_is_skipped_with_its_reason(output
     assert main(["audit", "--outputs", str(tmp_path / "one.npz"), "--attacks", "loss,lira",
                  "--calibration-models", "1", "--csv", str(csv)]) == 0
     table = pd.read_csv(csv).set_index("attack")
-    assert table.loc["lira", "skipped"].startswith("attack 'lira' needs reference models")
+    assert "has no reference models" in table.loc["lira", "skipped"]
     assert table.loc["loss", "auc"] > 0

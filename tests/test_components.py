@@ -164,7 +164,8 @@ FAST_ATTACKS = {
 def full_audit(signal: float, seed: int, n: int = 600, n_models: int = 8, n_rounds: int = 3) -> Audit:
     """An audit with every observation an attack may read, each carrying a membership effect of size ``signal``:
     released outputs and population (:func:`tests.attack_data.synthetic`), label-only robustness, white-box
-    features and the outputs after every federated round."""
+    features, the outputs after every federated round, and the records' features (noise: QMIA conditions on
+    them)."""
     base = synthetic(n=n, n_models=n_models, n_classes=3, signal=signal, difficulty=1.0, noise=0.5,
                      n_population=200, seed=seed)
     rng = np.random.default_rng(seed + 1)
@@ -182,7 +183,8 @@ def full_audit(signal: float, seed: int, n: int = 600, n_models: int = 8, n_roun
     population_rounds = release_from_phi(pop_phi, data.population_labels, np.full((200, 3), 0.5))
     return Audit(outputs, keep, data.labels, population, data.population_labels,
                  robustness=robustness.astype(np.float32), white_box=white_box.astype(np.float32),
-                 white_box_names=("gradient_norm", "loss"), rounds=rounds, population_rounds=population_rounds)
+                 white_box_names=("gradient_norm", "loss"), rounds=rounds, population_rounds=population_rounds,
+                 features=rng.normal(size=(n, 4)), population_features=rng.normal(size=(200, 4)))
 
 
 @pytest.fixture(scope="module")
