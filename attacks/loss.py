@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.base import AttackData, true_class_loss
+from attacks.base import AttackData, AttackOutput, true_class_loss
 from attacks.requirements import Release, always
+from attacks.roc import best_threshold
 from privkernel.registry import ATTACKS
+
+
+def negative_loss(outputs: np.ndarray, labels: np.ndarray, task: str) -> np.ndarray:
+    """−loss of each record: ``log p_y`` (accurate where ``p_y`` rounds to 1), or ``−(ŷ − y)²`` for regression."""
+    if task == "regression":
+        return -((np.asarray(outputs, dtype=np.float64)[..., 0] - np.asarray(labels, dtype=np.float64)) ** 2)
+    return -true_class_loss(outputs, labels)
 
 
 @ATTACKS.register(
@@ -16,8 +24,16 @@ from privkernel.registry import ATTACKS
     requires=always(Release("probabilities")),
     tasks=("classification", "regression"),
 )
-def loss_attack(data: AttackData) -> np.ndarray:
-    """Score = −loss(x): log p_y(x) from the released log-probabilities, or −(ŷ(x) − y)² for regression."""
-    if data.task == "regression":
-        return -data.residuals()[0] ** 2
-    return -true_class_loss(data.target, data.labels)
+def loss_attack(data: AttackData) -> AttackOutput:
+    """Score = −loss(x): log p_y(x) from the released log-probabilities, or −(ŷ(x) − y)² for regression.
+
+    With shadow models (the classic setting, :attr:`AttackData.shadow_outputs`) the attacker also learns one
+    threshold on their losses by Song & Mittal's rule (:func:`attacks.roc.best_threshold`), at which the balanced
+    accuracy is measured; otherwise the harness chooses it on the calibration audits.
+    """
+    scores = negative_loss(data.target, data.labels, data.task)
+    if data.shadow_outputs is None:
+        return AttackOutput(scores)
+    shadow = data.labelled_outputs()
+    values = negative_loss(shadow.outputs, shadow.labels, data.task)
+    return AttackOutput(scores, threshold=best_threshold(values.ravel(), shadow.keep.ravel()))

@@ -58,21 +58,22 @@ def nn_attack(
     Every (reference model ``r``, pool point ``x``) pair is a training row with features ``[sort↓(p_r(x))_{1..k},
     onehot(y)]`` and target ``reference_keep[r, x]``; an MLP (one ReLU hidden layer, Adam, scikit-learn) is
     fitted to at most ``max_train`` rows drawn without replacement with ``seed``, and applied to the target's
-    features. Deterministic for a given ``seed``.
+    features. With shadow models (the classic setting) the rows are theirs, on their own records, instead of the
+    references'. Deterministic for a given ``seed``.
 
     Raises
     ------
     ValueError
         Without references, or if their rows are all IN or all OUT.
     """
-    keep = np.asarray(data.reference_keep, dtype=bool).ravel()
-    if data.n_references == 0 or keep.all() or not keep.any():
+    learn = data.labelled_outputs()
+    if learn is None or learn.keep.all() or not learn.keep.any():
         raise ValueError(
-            "attack 'nn' needs reference models with both IN and OUT points to train on; "
-            "run it with at least 2 models (protocol.n_models) and a membership split"
+            "attack 'nn' trains on models of known membership and needs both IN and OUT points among them: give "
+            "reference models (grids: protocol.n_models >= 2) or shadow models on their own records (bench audit)"
         )
-    X = attack_features(data.references, data.labels, top_k, data.task)
+    X = attack_features(learn.outputs, learn.labels, top_k, data.task)
     return member_probabilities(
-        X.reshape(-1, X.shape[-1]), keep, attack_features(data.target, data.labels, top_k, data.task),
+        X.reshape(-1, X.shape[-1]), learn.keep.ravel(), attack_features(data.target, data.labels, top_k, data.task),
         hidden=hidden, max_iter=max_iter, max_train=max_train, seed=seed, attack="nn", scale=False,
     )

@@ -212,15 +212,20 @@ def audit(
     target_outputs: np.ndarray,
     target_membership: np.ndarray,
     labels: np.ndarray,
-    reference_outputs: np.ndarray,
-    reference_membership: np.ndarray,
+    reference_outputs: np.ndarray | None = None,
+    reference_membership: np.ndarray | None = None,
     *,
+    shadow_outputs: np.ndarray | None = None,
+    shadow_labels: np.ndarray | None = None,
+    shadow_membership: np.ndarray | None = None,
     population_target_outputs: np.ndarray | None = None,
     population_reference_outputs: np.ndarray | None = None,
     population_labels: np.ndarray | None = None,
+    features: np.ndarray | None = None,
+    population_features: np.ndarray | None = None,
     logits: bool = False,
     attacks: Sequence[str] | None = None,
-    calibration_models: int = 2,
+    calibration_models: int | None = None,
 ) -> pd.DataFrame:
     """Attack a model from outputs computed elsewhere (no training), as ``python -m bench audit`` does.
 
@@ -233,29 +238,39 @@ def audit(
     labels
         ``[N]`` true class of each record, integers in ``[0, C)``.
     reference_outputs, reference_membership
-        ``[R, N, C]`` and ``[R, N]``: the ``R`` reference (shadow) models' outputs on the same records, and which
-        records each trained on.
+        Optional ``[R, N, C]`` and ``[R, N]``: ``R`` reference models' outputs on the same records, and which
+        records each trained on (what LiRA, RMIA, BASE and BaVarIA compare each record with).
+    shadow_outputs, shadow_labels, shadow_membership
+        Optional ``[S, Ns, C]``, ``[Ns]`` and ``[S, Ns]``: the classic setting, ``S`` shadow models (``S = 1`` is
+        fine) scored on their own ``Ns`` records, on which Song & Mittal's thresholds, LOSS's threshold, the privacy
+        risk histograms and the NN attack are learned.
     population_target_outputs, population_reference_outputs, population_labels
-        Optional ``[P, C]``, ``[R, P, C]`` and ``[P]``: outputs on ``P`` records no model trained on (RMIA).
+        Optional ``[P, C]``, ``[R, P, C]`` and ``[P]``: outputs on ``P`` records no model trained on (RMIA, QMIA).
+    features, population_features
+        Optional ``[N, F]`` and ``[P, F]``: the records' input features (QMIA).
     logits
         The outputs are logits, not probabilities.
     attacks
-        Attack names (default: every attack that black-box outputs can serve).
+        Attack labels, with parameters as grids print them (``"confidence(thresholds=global)"``); default: every
+        attack whose attacker knows no part of the target's membership.
     calibration_models
-        Reference models audited in the target's place to choose the balanced-accuracy threshold.
+        Reference models audited in the target's place to choose the threshold of attacks that learn none
+        (default: 2, or ``R − 1`` with fewer than 3 references).
 
     Returns
     -------
     pandas.DataFrame
-        One row per attack: AUC, balanced accuracy, TPR at FPR 0, 0.1 % and 1 %, the empirical ε lower bound, or
-        why it was skipped.
+        One row per attack: what the attacker knows, where it learned its thresholds, AUC, balanced accuracy, TPR at
+        FPR 0, 0.1 % and 1 %, the empirical ε lower bound, the thresholds by class, or why it was skipped.
     """
     from bench.audit import audit_table, outputs_audit
 
     arrays = {"target_outputs": target_outputs, "target_membership": target_membership, "labels": labels,
               "reference_outputs": reference_outputs, "reference_membership": reference_membership,
+              "shadow_outputs": shadow_outputs, "shadow_labels": shadow_labels, "shadow_membership": shadow_membership,
               "population_target_outputs": population_target_outputs,
-              "population_reference_outputs": population_reference_outputs, "population_labels": population_labels}
+              "population_reference_outputs": population_reference_outputs, "population_labels": population_labels,
+              "features": features, "population_features": population_features}
     return audit_table(outputs_audit(arrays, logits=logits, source="the arrays"), attacks, calibration_models)
 
 

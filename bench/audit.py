@@ -215,6 +215,21 @@ def run_attack(
     return AttackOutput(scores, dict(out.info), out.threshold, out.class_thresholds)
 
 
+def _calibration_scores(
+    attack: ComponentSpec, audit: Audit, target: int, model: int, leaked: np.ndarray | None
+) -> np.ndarray:
+    """The scores of calibration model ``model`` audited in the target's place (the target left out of its
+    references); a failure says that it was this audit that failed."""
+    try:
+        return run_attack(attack, audit, model, excluded={target}, leaked=leaked).scores
+    except ValueError as exc:
+        raise ValueError(
+            f"on the calibration audit of model {model} (audited in the target's place with the other "
+            f"{audit.n_models - 2} models as references): {exc}. Audit fewer calibration models "
+            "(--calibration-models, protocol.calibration_models) or give more reference models"
+        ) from exc
+
+
 def score_target(attack: ComponentSpec, audit: Audit, target: int, calibration: list[int]) -> dict[str, np.ndarray]:
     """The target's scores and diagnostics (``info/<name>``), and each calibration model's scores when it is
     audited in the target's place (with the target left out of its references).
@@ -230,7 +245,7 @@ def score_target(attack: ComponentSpec, audit: Audit, target: int, calibration: 
     n = audit.keep.shape[1]
     scores = {
         "target": out.scores,
-        "calibration": np.array([run_attack(attack, audit, r, excluded={target}, leaked=known).scores
+        "calibration": np.array([_calibration_scores(attack, audit, target, r, known)
                                  for r, known in zip(calibration, leaked[1:], strict=True)]).reshape(-1, n),
         **{f"info/{k}": np.array(v, dtype=np.float64) for k, v in out.info.items()},
     }
@@ -292,12 +307,26 @@ OUTPUT_ARRAYS = {
     "target_outputs": (True, "[N, C] the target's probabilities (or logits, with --logits) on the N audited records"),
     "target_membership": (True, "[N] 1 where the record is in the target's training set, else 0"),
     "labels": (True, "[N] true class of each audited record, integers in [0, C)"),
-    "reference_outputs": (True, "[R, N, C] the R reference (shadow) models' outputs on the same records"),
-    "reference_membership": (True, "[R, N] membership of the records in each reference model's training set"),
+    "reference_outputs": (False, "[R, N, C] R reference models' outputs on the same N records (LiRA, RMIA, BASE)"),
+    "reference_membership": (False, "[R, N] membership of the records in each reference model's training set"),
+    "shadow_outputs": (False, "[S, Ns, C] S shadow models' outputs on their own Ns shadow records (the classic "
+                              "setting: threshold attacks, privacy risk, NN attack)"),
+    "shadow_labels": (False, "[Ns] true class of each shadow record"),
+    "shadow_membership": (False, "[S, Ns] 1 where the shadow record is in that shadow model's training set"),
     "population_target_outputs": (False, "[P, C] the target's outputs on P records no model trained on (RMIA)"),
     "population_reference_outputs": (False, "[R, P, C] the reference models' outputs on those records"),
     "population_labels": (False, "[P] their true classes"),
+    "features": (False, "[N, F] the audited records' input features (QMIA)"),
+    "population_features": (False, "[P, F] the population records' input features (QMIA)"),
 }
+
+#: Arrays that come together or not at all.
+ARRAY_GROUPS = (
+    ("reference_outputs", "reference_membership"),
+    ("shadow_outputs", "shadow_labels", "shadow_membership"),
+    ("population_target_outputs", "population_labels"),
+    ("features", "population_features"),
+)
 
 
 def _log_probabilities(name: str, values: np.ndarray, logits: bool) -> np.ndarray:
@@ -333,9 +362,36 @@ def load_outputs(path: str, logits: bool = False) -> Audit:
     return outputs_audit(arrays, logits=logits, source=str(path))
 
 
+def _check_labels(name: str, labels: np.ndarray, n_classes: int, length: int | None = None) -> None:
+    if labels.ndim != 1 or (length is not None and len(labels) != length):
+        raise BenchError(f"array {name!r} must be [{length if length is not None else 'n'}] (one class per record), "
+                         f"got {labels.shape}")
+    if len(labels) == 0 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= n_classes:
+        shown = f"{labels.dtype} in [{labels.min()}, {labels.max()}]" if len(labels) else "no records"
+        raise BenchError(f"array {name!r} must hold integers in [0, {n_classes}) (the target's classes), got {shown}")
+
+
+def _check_membership(name: str, membership: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if membership.shape != shape:
+        raise BenchError(f"array {name!r} has shape {membership.shape}, expected {shape}")
+    if not np.isin(membership, (0, 1)).all():
+        raise BenchError(f"array {name!r} must hold 0/1 (or booleans) only")
+    membership = membership.astype(bool).reshape(-1, shape[-1])
+    for m, row in enumerate(membership):
+        if row.all() or not row.any():
+            which = name if len(shape) == 1 else f"{name}[{m}]"
+            raise BenchError(f"{which} must mark both members and non-members; it marks "
+                             f"{'only members' if row.all() else 'no member'}")
+    return membership.reshape(shape)
+
+
 def outputs_audit(arrays: Mapping[str, Any], *, logits: bool = False, source: str = "the outputs") -> Audit:
     """Check the arrays of :data:`OUTPUT_ARRAYS` (``None`` values count as absent) and turn them into an audit
-    whose model 0 is the target; ``source`` names them in error messages."""
+    whose model 0 is the target; ``source`` names them in error messages.
+
+    References (outputs of models on the audited records), shadow models (outputs on their own records) and the
+    population are each optional; without any of them only the attacks that need neither still run.
+    """
     arrays = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
     unknown = sorted(set(arrays) - set(OUTPUT_ARRAYS))
     if unknown:
@@ -347,49 +403,71 @@ def outputs_audit(arrays: Mapping[str, Any], *, logits: bool = False, source: st
             f"{source} lacks the array(s) {', '.join(missing)}; it has {', '.join(sorted(arrays)) or 'none'}. "
             f"Expected: " + "; ".join(f"{k} {meaning}" for k, (_, meaning) in OUTPUT_ARRAYS.items())
         )
-    target, refs = arrays["target_outputs"], arrays["reference_outputs"]
+    groups = list(ARRAY_GROUPS)
+    if "reference_outputs" in arrays:  # the references' outputs on the population come with them
+        groups.append(("population_target_outputs", "population_reference_outputs"))
+    elif "population_reference_outputs" in arrays:
+        raise BenchError(f"{source}: population_reference_outputs without reference_outputs; give the references' "
+                         "outputs on the audited records too, or leave both out")
+    for group in groups:
+        present = [k for k in group if k in arrays]
+        if present and len(present) != len(group):
+            raise BenchError(f"{source}: give all of {', '.join(group)} or none; found only {', '.join(present)}")
+    target = arrays["target_outputs"]
     if target.ndim != 2:
         raise BenchError(f"target_outputs must be [N, C] (one row of class scores per record), got {target.shape}")
     n, c = target.shape
-    expected = {"target_membership": (n,), "labels": (n,), "reference_outputs": (len(refs), n, c),
-                "reference_membership": (len(refs), n)}
-    if refs.ndim != 3 or len(refs) == 0:
-        raise BenchError(f"reference_outputs must be [R, N, C] with R >= 1 reference models, got {refs.shape}")
-    for name, shape in expected.items():
-        if arrays[name].shape != shape:
-            raise BenchError(f"array {name!r} has shape {arrays[name].shape}, expected {shape} to match target_outputs")
-    labels = arrays["labels"]
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= c:
-        raise BenchError(f"array 'labels' must hold integers in [0, {c}), got {labels.dtype} in "
-                         f"[{labels.min()}, {labels.max()}]")
-    keep = np.concatenate([arrays["target_membership"][None], arrays["reference_membership"]])
-    if not np.isin(keep, (0, 1)).all():
-        raise BenchError("target_membership and reference_membership must hold 0/1 (or booleans) only")
-    keep = keep.astype(bool)
-    for m, row in enumerate(keep):
-        if row.all() or not row.any():
-            which = "target_membership" if m == 0 else f"reference_membership[{m - 1}]"
-            raise BenchError(f"{which} must mark both members and non-members")
-    outputs = np.concatenate([_log_probabilities("target_outputs", target, logits)[None],
-                              _log_probabilities("reference_outputs", refs, logits)])
-    population = [k for k in OUTPUT_ARRAYS if k.startswith("population")]
-    present = [k for k in population if k in arrays]
-    if present and len(present) != len(population):
-        raise BenchError(f"give all of {', '.join(population)} or none; found only {', '.join(present)}")
-    if not present:
-        return Audit(outputs, keep, labels)
-    p_labels = arrays["population_labels"]
-    p = len(p_labels)
-    if p == 0 or not np.issubdtype(p_labels.dtype, np.integer) or p_labels.min() < 0 or p_labels.max() >= c:
-        raise BenchError(f"array 'population_labels' must hold at least one integer in [0, {c})")
-    for name, shape in {"population_target_outputs": (p, c), "population_reference_outputs": (len(refs), p, c)}.items():
-        if arrays[name].shape != shape:
-            raise BenchError(f"array {name!r} has shape {arrays[name].shape}, expected {shape}")
-    p_outputs = np.concatenate([_log_probabilities("population_target_outputs", arrays["population_target_outputs"],
-                                                   logits)[None],
-                                _log_probabilities("population_reference_outputs",
-                                                   arrays["population_reference_outputs"], logits)])
-    return Audit(outputs, keep, labels, p_outputs, p_labels)
+    _check_labels("labels", arrays["labels"], c, n)
+    keep_rows = [_check_membership("target_membership", arrays["target_membership"], (n,))[None]]
+    outputs = [_log_probabilities("target_outputs", target, logits)[None]]
+    n_refs = 0
+    if "reference_outputs" in arrays:
+        refs = arrays["reference_outputs"]
+        if refs.ndim != 3 or len(refs) == 0 or refs.shape[1:] != (n, c):
+            raise BenchError(f"array 'reference_outputs' has shape {refs.shape}, expected [R, {n}, {c}] with R >= 1 "
+                             "reference models scored on the audited records (shadow models scored on their own "
+                             "records go in shadow_outputs)")
+        n_refs = len(refs)
+        keep_rows.append(_check_membership("reference_membership", arrays["reference_membership"], (n_refs, n)))
+        outputs.append(_log_probabilities("reference_outputs", refs, logits))
+    more: dict[str, Any] = {}
+    if "shadow_outputs" in arrays:
+        shadow = arrays["shadow_outputs"]
+        if shadow.ndim != 3 or len(shadow) == 0 or shadow.shape[2] != c:
+            raise BenchError(f"array 'shadow_outputs' has shape {shadow.shape}, expected [S, Ns, {c}]: S >= 1 shadow "
+                             f"models' outputs on their own Ns records, with the target's {c} classes")
+        s_models, n_shadow = shadow.shape[:2]
+        _check_labels("shadow_labels", arrays["shadow_labels"], c, n_shadow)
+        more.update(
+            shadow_outputs=_log_probabilities("shadow_outputs", shadow, logits), shadow_labels=arrays["shadow_labels"],
+            shadow_keep=_check_membership("shadow_membership", arrays["shadow_membership"], (s_models, n_shadow)),
+        )
+    population, p_labels = None, None
+    if "population_target_outputs" in arrays:
+        p_labels = arrays["population_labels"]
+        _check_labels("population_labels", p_labels, c)
+        p = len(p_labels)
+        expected = {"population_target_outputs": (p, c)}
+        if n_refs:
+            expected["population_reference_outputs"] = (n_refs, p, c)
+        for name, shape in expected.items():
+            if arrays[name].shape != shape:
+                raise BenchError(f"array {name!r} has shape {arrays[name].shape}, expected {shape}")
+        population = np.concatenate([_log_probabilities(name, arrays[name], logits).reshape(-1, p, c)
+                                     for name in expected])
+    if "features" in arrays:
+        features, p_features = arrays["features"], arrays["population_features"]
+        if features.ndim != 2 or len(features) != n:
+            raise BenchError(f"array 'features' has shape {features.shape}, expected [{n}, F]")
+        if population is None or p_features.shape != (len(p_labels), features.shape[1]):
+            raise BenchError(f"array 'population_features' has shape {p_features.shape}, expected "
+                             f"[P, {features.shape[1]}] for the P population records (population_labels)")
+        for name in ("features", "population_features"):
+            if not np.issubdtype(arrays[name].dtype, np.number) or not np.isfinite(arrays[name]).all():
+                raise BenchError(f"array {name!r} must hold finite numbers")
+        more.update(features=features.astype(np.float64), population_features=p_features.astype(np.float64))
+    return Audit(np.concatenate(outputs), np.concatenate(keep_rows).astype(bool), arrays["labels"], population,
+                 p_labels, **more)
 
 
 def threshold_at_fpr(scores: np.ndarray, membership: np.ndarray, max_fpr: float) -> float:
@@ -439,51 +517,98 @@ def union_metrics(
 
 
 #: The columns of an audit table, in the order they are printed.
-AUDIT_COLUMNS = ("attack", "auc", "balanced_accuracy", "tpr_at_fpr_0", "tpr_at_fpr_0.1pct", "tpr_at_fpr_1pct",
-                 "epsilon_lower_bound", "skipped")
+AUDIT_COLUMNS = ("attack", "knowledge", "learned_on", "auc", "balanced_accuracy", "tpr_at_fpr_0", "tpr_at_fpr_0.1pct",
+                 "tpr_at_fpr_1pct", "epsilon_lower_bound", "skipped")
 
 
-def audit_table(audit: Audit, attacks: Sequence[str] | None = None, calibration: int = 2) -> pd.DataFrame:
+def default_calibration(n_references: int) -> int:
+    """Reference models audited in the target's place by default: 2, or fewer when fewer than 3 references leave
+    each such audit at least one reference."""
+    return min(2, max(n_references - 1, 0))
+
+
+def audit_attacks(audit: Audit, attacks: Sequence[str] | None) -> list[ComponentSpec]:
+    """The attacks of an audit table: the labels given, with parameters as grids print them
+    (``confidence(thresholds=global)``), or by default every attack whose attacker knows no part of the target's
+    membership (an attacker told part of it, ``leaked``, runs only when named)."""
+    from bench.spec import parse_label
+
+    if attacks is None:
+        names = [n for n in ATTACKS.names() if ATTACKS.get(n).tag("knowledge", None, "references") == "references"]
+        return [parse_label(n, ATTACKS) for n in names]
+    if not attacks:
+        raise BenchError("no attack named (attacks=, or --attacks); give attack names from "
+                         "`python -m bench list attacks`")
+    return [parse_label(label, ATTACKS) for label in attacks]
+
+
+def _learned_on(scores: Mapping[str, np.ndarray], audit: Audit) -> str | None:
+    """Where an attack that learned its own decision rule learned it; None for the others."""
+    if "decision_threshold" not in scores:
+        return None
+    if "shadow_outputs" in audit.shared:
+        return "shadow"
+    return "references" if audit.n_models > 1 else None
+
+
+def audit_table(audit: Audit, attacks: Sequence[str] | None = None, calibration: int | None = None) -> pd.DataFrame:
     """Run black-box attacks on an audit's target (model 0) and measure them, one row per attack.
 
     Parameters
     ----------
     audit
-        The target's and its reference models' outputs (:func:`load_outputs`, :func:`outputs_audit`).
+        The target's outputs, and any of: reference models' outputs on the same records, shadow models' outputs on
+        their own records, population outputs, the records' features (:func:`load_outputs`, :func:`outputs_audit`).
     attacks
-        Attack names (default: every registered attack).
+        Attack labels, with parameters as grids print them (default: :func:`audit_attacks`).
     calibration
-        Reference models audited in the target's place to choose the balanced-accuracy threshold.
+        Reference models audited in the target's place, for the attacks that learn no threshold of their own
+        (default: :func:`default_calibration`); at most ``R − 1`` of the ``R`` references, since each such audit
+        leaves the target out of its references.
 
     Returns
     -------
     pandas.DataFrame
-        ``attack`` and the metrics of :func:`target_metrics`; an attack that cannot run on these outputs has a
-        ``skipped`` reason instead.
+        ``attack`` (its label), ``knowledge`` (``leaked``: the attacker was told part of the target's membership),
+        ``learned_on`` (where an attack that learns its own rule learned it: ``shadow`` or ``references``), the
+        metrics of :func:`target_metrics` (the balanced accuracy at the attack's own thresholds where it learns
+        them), ``class_thresholds`` (``class:τ`` pairs) and, for an attack that cannot run, the ``skipped`` reason.
     """
     import pandas as pd
 
-    names = list(ATTACKS.names() if attacks is None else attacks)
-    if not names:
-        raise BenchError("no attack named (attacks=, or --attacks); give attack names from "
-                         "`python -m bench list attacks`")
-    if not 1 <= calibration <= audit.n_models - 1:
-        raise BenchError(f"calibration_models (--calibration-models) must be between 1 and the "
-                         f"{audit.n_models - 1} reference models, got {calibration}")
-    chosen = calibration_models(audit.n_models, 0, calibration)
-    servable = Servable(population=audit.population_outputs is not None, queries=False, parameters=False)
+    specs = audit_attacks(audit, attacks)
+    n_references = audit.n_models - 1
+    most = max(n_references - 1, 0)
+    k = default_calibration(n_references) if calibration is None else calibration
+    if not 0 <= k <= most:
+        raise BenchError(
+            f"calibration_models (--calibration-models) must be between 0 and {most}, got {k}: each calibration model "
+            f"is audited in the target's place with the other references (the target left out), so of the "
+            f"{n_references} reference models at most {most} can be while keeping a reference each"
+        )
+    chosen = calibration_models(audit.n_models, 0, k)
+    servable = Servable(population=audit.population_outputs is not None, queries=False, parameters=False,
+                        features="features" in audit.shared)
     rows = []
-    for name in names:
-        component = ATTACKS.get(name)
-        row: dict[str, Any] = {"attack": name}
-        reason = skip_reason(component, None, servable)
+    for spec in specs:
+        component = ATTACKS.get(spec.name)
+        row: dict[str, Any] = {"attack": spec.label(),
+                               "knowledge": component.tag("knowledge", spec.kwargs, "references")}
+        reason = skip_reason(component, spec.kwargs, servable)
         if reason:
             row["skipped"] = reason
         else:
-            spec = ComponentSpec.make(name, component.validate({}), component.validate({}))
             try:
-                row.update(target_metrics(score_target(spec, audit, 0, chosen), audit.keep, 0, chosen))
-            except ValueError as exc:  # the attack cannot run on these outputs (e.g. too few references): say why
+                scores = score_target(spec, audit, 0, chosen)
+                row.update(target_metrics(scores, audit.keep, 0, chosen))
+                if _learned_on(scores, audit) is not None:
+                    row["learned_on"] = _learned_on(scores, audit)
+            except ValueError as exc:  # the attack cannot run on these outputs (e.g. no references): say why
                 row["skipped"] = str(exc)
+            else:
+                if "class_thresholds/classes" in scores:
+                    row["class_thresholds"] = " ".join(
+                        f"{c}:{t:.6g}" for c, t in zip(scores["class_thresholds/classes"],
+                                                      scores["class_thresholds/values"], strict=True))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -86,16 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", metavar="DIR", help="where REPORT.md and plots go (default: RESULTS/molecules)")
 
     audit = sub.add_parser(
-        "audit", help="attack outputs computed elsewhere (no training): one target and its reference models",
-        description="Runs black-box attacks on the outputs in an .npz file and prints their metrics. Arrays: "
+        "audit", help="attack outputs computed elsewhere (no training): a target, with reference or shadow models",
+        description="Runs black-box attacks on the outputs in an .npz file and prints their metrics. Give reference "
+        "models' outputs on the target's own records (LiRA, RMIA, BASE, BaVarIA), or shadow models' outputs on their "
+        "own records (the classic setting: Song & Mittal's thresholds, LOSS, privacy risk, NN attack), or both. "
+        "Arrays: "
         + "; ".join(f"{k}{'' if req else ' (optional)'} {meaning}" for k, (req, meaning) in OUTPUT_ARRAYS.items()),
     )
     audit.add_argument("--outputs", required=True, metavar="FILE.npz", help="the arrays described above")
     audit.add_argument("--logits", action="store_true", help="the outputs are logits, not probabilities")
-    audit.add_argument("--attacks", metavar="NAMES", help="comma-separated attack names (default: every attack)")
-    audit.add_argument("--calibration-models", type=int, default=2, metavar="K",
-                       help="reference models audited in the target's place to choose thresholds (default: 2)")
-    audit.add_argument("--csv", metavar="PATH", help="also write the metric table as CSV")
+    audit.add_argument("--attacks", metavar="LABELS",
+                       help="comma-separated attack labels, with parameters as grids print them, e.g. "
+                       "'loss,confidence(thresholds=global),rmia(mode=offline)' (default: every attack whose "
+                       "attacker knows no part of the target's membership)")
+    audit.add_argument("--calibration-models", type=int, default=None, metavar="K",
+                       help="reference models audited in the target's place to choose the thresholds of attacks that "
+                       "learn none of their own (default: 2, or R - 1 with R < 3 references)")
+    audit.add_argument("--verbose", action="store_true", help="also print the per-class thresholds attacks learned")
+    audit.add_argument("--csv", metavar="PATH", help="also write the metric table, thresholds included, as CSV")
 
     board = sub.add_parser(
         "leaderboard", help="write LEADERBOARD.md and leaderboard.csv from the results store (no training)",
@@ -247,16 +255,42 @@ def _run_grid(grid, args: argparse.Namespace) -> int:
     return 1 if summary.failures else 0
 
 
+def _split_labels(text: str) -> list[str]:
+    """Comma-separated labels, where commas inside a label's parentheses separate its parameters."""
+    labels, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            labels.append(current)
+            current = ""
+        else:
+            current += char
+    return [label.strip() for label in [*labels, current] if label.strip()]
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from bench.audit import AUDIT_COLUMNS, audit_table, load_outputs
 
     audit = load_outputs(args.outputs, logits=args.logits)
-    names = [n.strip() for n in args.attacks.split(",") if n.strip()] if args.attacks is not None else None
+    names = _split_labels(args.attacks) if args.attacks is not None else None
     table = audit_table(audit, names, args.calibration_models)
     shown = [c for c in AUDIT_COLUMNS if c in table]
+    parts = [f"{audit.n_models - 1} reference models"]
+    if "shadow_outputs" in audit.shared:
+        shadow = audit.shared["shadow_outputs"]
+        parts.append(f"{len(shadow)} shadow model{'s' * (len(shadow) > 1)} on {shadow.shape[1]} shadow records "
+                     f"({int(audit.shared['shadow_keep'].sum())} members)")
     print(f"audit of {args.outputs}: {audit.keep.shape[1]} records ({int(audit.keep[0].sum())} members), "
-          f"{audit.n_models - 1} reference models")
-    print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+          + ", ".join(parts))
+    print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    print("balanced_accuracy: at the thresholds an attack learned itself (learned_on), else at one chosen on the "
+          "calibration audits; '-' where neither exists")
+    if (table["knowledge"] != "references").any():
+        print("knowledge 'leaked': the attacker was told part of the target's membership and is scored on the rest; "
+              "it is not a black-box attacker")
+    if args.verbose and "class_thresholds" in table:
+        for _, row in table.dropna(subset=["class_thresholds"]).iterrows():
+            print(f"{row['attack']} thresholds by class (class:threshold): {row['class_thresholds']}")
     if args.csv:
         table.to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")

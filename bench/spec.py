@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from privkernel.errors import BenchError
 from privkernel.hashing import stable_hash
-from privkernel.registry import ENGINES, Param
+from privkernel.registry import ENGINES, Param, Registry
 
 #: The options of a grid's ``protocol:``, the audit's design (``python -m bench list protocol``).
 PROTOCOL_PARAMS = (
@@ -52,6 +53,33 @@ class ComponentSpec:
         defaults = dict(self.defaults)
         shown = [f"{k}={v}" for k, v in self.params if v is not None and (k not in defaults or defaults[k] != v)]
         return f"{self.name}({','.join(shown)})" if shown else self.name
+
+
+def parse_label(label: str, registry: Registry) -> ComponentSpec:
+    """The component of a label as :meth:`ComponentSpec.label` prints it, ``name`` or ``name(a=1,b=x)``; each value
+    is read as YAML (``0.5``, ``true``, ``global``) and checked against the component's parameters.
+
+    Raises
+    ------
+    BenchError
+        For a malformed label, an unknown component or parameter, or a bad value.
+    """
+    import yaml
+
+    label = label.strip()
+    name, _, rest = label.partition("(")
+    name = name.strip()
+    params: dict[str, Any] = {}
+    if rest:
+        if not rest.endswith(")"):
+            raise BenchError(f"{label!r}: a label with parameters is name(key=value,...), closed by ')'")
+        for item in filter(None, (part.strip() for part in rest[:-1].split(","))):
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise BenchError(f"{label!r}: {item!r} is not key=value")
+            params[key.strip()] = yaml.safe_load(value.strip())
+    component = registry.get(name)
+    return ComponentSpec.make(name, component.validate(params), component.validate({}))
 
 
 @dataclass(frozen=True)

@@ -158,8 +158,8 @@ def test_options_show_the_training_and_protocol_defaults():
 
 def test_audit_refuses_no_attacks_and_too_many_calibration_models_naming_the_option(tmp_path, capsys):
     arrays = _outputs(refs=4)
-    with pytest.raises(BenchError, match=r"calibration_models \(--calibration-models\) must be between 1 and the 4"):
-        privbench.audit(**arrays, calibration_models=5)
+    with pytest.raises(BenchError, match=r"calibration_models \(--calibration-models\) must be between 0 and 3, got 4"):
+        privbench.audit(**arrays, calibration_models=4)
     with pytest.raises(BenchError, match="no attack named"):
         privbench.audit(**arrays, attacks=[])
     np.savez(tmp_path / "outputs.npz", **arrays)

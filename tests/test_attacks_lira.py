@@ -97,7 +97,7 @@ def test_lira_needs_out_references():
 
 def test_lira_beats_the_global_loss_attack_when_difficulty_varies():
     s = synthetic(n=2000, n_models=17, signal=1.0, difficulty=2.0, noise=0.5, seed=4)
-    loss_auc = auc(loss_attack(s.data), s.membership)
+    loss_auc = auc(loss_attack(s.data).scores, s.membership)
     for params in ({}, {"fixed_variance": True}, {"mode": "offline"}):
         lira_auc = auc(lira_attack(s.data, **params).scores, s.membership)
         assert lira_auc > loss_auc + 0.15, (params, lira_auc, loss_auc)

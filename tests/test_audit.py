@@ -61,7 +61,7 @@ def test_logits_are_accepted_with_the_flag(outputs_file, tmp_path, capsys):
     "change, message",
     [
         (lambda a: a.pop("labels"), "lacks the array(s) labels"),
-        (lambda a: a.update(labels=a["labels"][:-1]), "array 'labels' has shape"),
+        (lambda a: a.update(labels=a["labels"][:-1]), "array 'labels' must be ["),
         (lambda a: a.update(labels=a["labels"] + 5), "must hold integers in [0, 2)"),
         (lambda a: a.update(target_outputs=a["target_outputs"] * 0.5), "do not sum to 1"),
         (lambda a: a.update(target_outputs=np.where(np.eye(1, a["target_outputs"].shape[0], 0).T == 1, np.nan,
@@ -93,9 +93,13 @@ def test_an_attack_that_cannot_run_on_the_file_is_skipped_with_its_reason(output
     one_reference = {**arrays, "reference_outputs": arrays["reference_outputs"][:1],
                      "reference_membership": arrays["reference_membership"][:1]}
     np.savez(tmp_path / "one.npz", **one_reference)
+    # with one reference no model is left to calibrate on: said so, instead of skipping every attack
+    assert main(["audit", "--outputs", str(tmp_path / "one.npz"), "--attacks", "loss",
+                 "--calibration-models", "1"]) == 2
+    assert "at most 0 can be" in capsys.readouterr().err
     csv = tmp_path / "one.csv"
-    assert main(["audit", "--outputs", str(tmp_path / "one.npz"), "--attacks", "loss,lira",
-                 "--calibration-models", "1", "--csv", str(csv)]) == 0
+    assert main(["audit", "--outputs", str(tmp_path / "one.npz"), "--attacks", "loss,rmia",
+                 "--csv", str(csv)]) == 0
     table = pd.read_csv(csv).set_index("attack")
-    assert "has no reference models" in table.loc["lira", "skipped"]
+    assert "needs population records" in table.loc["rmia", "skipped"]
     assert table.loc["loss", "auc"] > 0

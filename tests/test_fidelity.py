@@ -206,7 +206,7 @@ def test_privacy_risk_attack_in_the_shadow_setting_uses_the_shadow_histograms_pe
 def test_loss_is_the_log_probability_of_the_label():
     p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
     data = AttackData(np.log(p), np.array([0, 1]), np.zeros((0, 2, 3)), np.zeros((0, 2), bool))
-    np.testing.assert_allclose(loss_attack(data), np.log([0.7, 0.1]), rtol=1e-12)
+    np.testing.assert_allclose(loss_attack(data).scores, np.log([0.7, 0.1]), rtol=1e-12)
 
 
 def test_lira_online_is_the_gaussian_likelihood_ratio_solved_by_hand():

@@ -19,7 +19,7 @@ def test_loss_attack_scores_lower_loss_higher():
     log_probs = np.log(np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]], dtype=np.float32))
     labels = np.array([0, 0, 0])
     data = AttackData(log_probs, labels, np.zeros((0, 3, 2)), np.zeros((0, 3), dtype=bool))
-    scores = loss_attack(data)
+    scores = loss_attack(data).scores
     assert scores[0] > scores[1] > scores[2]
     assert scores[2] == pytest.approx(np.log(0.2), rel=1e-5)
 
