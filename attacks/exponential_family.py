@@ -356,8 +356,7 @@ def base_attack(
     ValueError
         If there are no references, no OUT reference value at all, or the task is not classification.
     """
-    if data.n_references == 0:
-        raise ValueError("attack 'base' needs reference models; run it with at least 2 models (protocol.n_models)")
+    data.require_references("base")
     if data.task != "classification":
         raise ValueError(f"attack 'base' scores class probabilities; it does not run on task {data.task!r}")
     keep = np.asarray(data.reference_keep, dtype=bool)
@@ -463,8 +462,7 @@ def bavaria_attack(
     """
     from scipy.special import log_ndtr
 
-    if data.n_references == 0:
-        raise ValueError("attack 'bavaria' needs reference models; run it with at least 2 models (protocol.n_models)")
+    data.require_references("bavaria")
     keep = np.asarray(data.reference_keep, dtype=bool)
     if keep.all():
         raise ValueError(

@@ -290,7 +290,7 @@ def test_missing_references_are_refused():
     all_in = AttackData(data.target, data.labels, data.references, np.ones_like(data.reference_keep))
     for mode in ("online", "offline"):
         for attack in (base_attack, bavaria_attack):
-            with pytest.raises(ValueError, match="needs reference models"):
+            with pytest.raises(ValueError, match="has no reference models"):
                 attack(no_refs, mode=mode)
             with pytest.raises(ValueError, match="OUT reference"):
                 attack(all_in, mode=mode)
