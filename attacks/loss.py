@@ -36,4 +36,5 @@ def loss_attack(data: AttackData) -> AttackOutput:
         return AttackOutput(scores)
     shadow = data.labelled_outputs()
     values = negative_loss(shadow.outputs, shadow.labels, data.task)
-    return AttackOutput(scores, threshold=best_threshold(values.ravel(), shadow.keep.ravel()))
+    return AttackOutput(scores, {"thresholds_learned": 1},
+                        threshold=best_threshold(values.ravel(), shadow.keep.ravel()))

@@ -232,7 +232,8 @@ def correctness_attack(data: AttackData) -> AttackOutput:
     in the authors' code. Needs no references; the score takes only the values 0 and 1.
     """
     predicted = np.asarray(data.target).argmax(-1)
-    return AttackOutput((predicted == np.asarray(data.labels)).astype(np.float64), threshold=1.0)
+    return AttackOutput((predicted == np.asarray(data.labels)).astype(np.float64), {"thresholds_learned": 0},
+                        threshold=1.0)
 
 
 @ATTACKS.register(

@@ -46,6 +46,7 @@ def combine_rounds(scores: np.ndarray, combine: str) -> np.ndarray:
         Param("combine", str, "mean", "how per-round scores become one score", choices=COMBINE),
     ],
     tasks=("classification", "regression"),
+    version=2,  # 2: its base RMIA breaks ties (attacks.rmia, version 2)
     requires=lambda p: (
         Release("probabilities"),
         RoundSnapshots(p["view"], p["site"] if p["view"] == "site" else None),

@@ -546,6 +546,8 @@ def _learned_on(scores: Mapping[str, np.ndarray], audit: Audit) -> str | None:
     """Where an attack that learned its own decision rule learned it; None for the others."""
     if "decision_threshold" not in scores:
         return None
+    if scores.get("info/thresholds_learned", 1) == 0:
+        return "fixed rule"
     if "shadow_outputs" in audit.shared:
         return "shadow"
     return "references" if audit.n_models > 1 else None

@@ -274,7 +274,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     audit = load_outputs(args.outputs, logits=args.logits)
     names = _split_labels(args.attacks) if args.attacks is not None else None
     table = audit_table(audit, names, args.calibration_models)
-    shown = [c for c in AUDIT_COLUMNS if c in table]
+    shown = [c for c in AUDIT_COLUMNS if c in table and (c != "knowledge" or (table[c] != "references").any())]
     parts = [f"{audit.n_models - 1} reference models"]
     if "shadow_outputs" in audit.shared:
         shadow = audit.shared["shadow_outputs"]

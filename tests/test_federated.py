@@ -135,7 +135,8 @@ def test_the_rounds_attack_runs_its_base_attack_per_round():
     data = AttackData(per_round[-1, 0], labels, per_round[-1, 1:], keep[1:6], target_rounds=per_round[:, 0],
                       reference_rounds=per_round[:, 1:])
     loss = ATTACKS.get("loss").obj
-    expected = np.mean([loss(AttackData(per_round[t, 0], labels, per_round[t, 1:], keep[1:6])) for t in range(3)], 0)
+    expected = np.mean([loss(AttackData(per_round[t, 0], labels, per_round[t, 1:], keep[1:6])).scores
+                        for t in range(3)], 0)
     out = ATTACKS.get("rounds").obj(data, base="loss", combine="mean")
     np.testing.assert_allclose(out.scores, expected)
     with pytest.raises(ValueError, match="engine 'federated'"):
