@@ -66,7 +66,7 @@ def test_student_t_logcdf_matches_scipy_and_stays_finite_in_the_tails():
         ours, ref = student_t_logcdf(z, np.full_like(z, df)), t.logcdf(z, df)
         assert np.isfinite(ours).all() and (np.diff(ours) >= 0).all()
         finite = np.isfinite(ref) & (ref > -700)
-        np.testing.assert_allclose(ours[finite], ref[finite], rtol=1e-9, atol=1e-300)
+        np.testing.assert_allclose(ours[finite], ref[finite], rtol=1e-9, atol=1e-15)
     # where scipy underflows, the tail's leading term approaches the Gaussian's log Φ as df grows
     assert student_t_logcdf(np.array([-40.0]), np.array([1e9]))[0] == pytest.approx(norm.logcdf(-40.0), rel=1e-3)
 
