@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from attacks.base import AttackData, AttackOutput
-from attacks.lira import equal_count_masks, log_odds
+from attacks.lira import confidence_statistics, equal_count_masks
 from attacks.metric import clean_log_probs, true_class_log_probs
 from attacks.requirements import Release, always
 from privkernel.registry import ATTACKS, Param
@@ -462,19 +462,7 @@ def bavaria_attack(
     """
     from scipy.special import log_ndtr
 
-    data.require_references("bavaria")
-    keep = np.asarray(data.reference_keep, dtype=bool)
-    if keep.all():
-        raise ValueError(
-            "attack 'bavaria' needs OUT reference values, but every reference was trained on every pool point; "
-            "use a membership split where each point is OUT for some models"
-        )
-    if data.task == "regression":
-        residual_t, residual_r = data.residuals()
-        phi_t, phi_r = -np.abs(residual_t), -np.abs(residual_r)
-    else:
-        phi_t = log_odds(data.target, data.labels)
-        phi_r = log_odds(data.references, data.labels)
+    phi_t, phi_r, keep = confidence_statistics(data, "bavaria")
     if equalize_refs:
         use_in, use_out, k_in, k_out = equal_count_masks(keep)
     else:

@@ -24,6 +24,29 @@ def log_odds(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return log_p_y - log_rest
 
 
+def confidence_statistics(data: AttackData, attack: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LiRA's statistic ``φ`` of the target ``[N]`` and of the references ``[R, N]``, and the references'
+    membership ``[R, N]``: the logit-scaled confidence (:func:`log_odds`), or ``−|ŷ − y|`` for regression (members are
+    fitted closer; Gupta et al. 2021). Shared by the attacks that model ``φ`` per example (LiRA, BaVarIA).
+
+    Raises
+    ------
+    ValueError
+        Without references, or when every reference was trained on every pool point (no OUT value).
+    """
+    data.require_references(attack)
+    keep = np.asarray(data.reference_keep, dtype=bool)
+    if keep.all():
+        raise ValueError(
+            f"attack {attack!r} needs OUT reference values, but every reference was trained on every pool point; "
+            "use a membership split where each point is OUT for some models"
+        )
+    if data.task == "regression":
+        residual_t, residual_r = data.residuals()
+        return -np.abs(residual_t), -np.abs(residual_r), keep
+    return log_odds(data.target, data.labels), log_odds(data.references, data.labels), keep
+
+
 def equal_count_masks(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Select the same number of IN and of OUT references for every point.
 
@@ -141,19 +164,7 @@ def lira_attack(
     """
     from scipy.stats import norm  # imported here: scipy.stats costs a second, and registration needs none of it
 
-    data.require_references("lira")
-    keep = np.asarray(data.reference_keep, dtype=bool)
-    if keep.all():
-        raise ValueError(
-            "attack 'lira' needs OUT reference values, but every reference was trained on every pool point; "
-            "use a membership split where each point is OUT for some models"
-        )
-    if data.task == "regression":  # members are fitted closer: φ = −|ŷ − y| (Gupta et al. 2021)
-        residual_t, residual_r = data.residuals()
-        phi_t, phi_r = -np.abs(residual_t), -np.abs(residual_r)
-    else:
-        phi_t = log_odds(data.target, data.labels)
-        phi_r = log_odds(data.references, data.labels)
+    phi_t, phi_r, keep = confidence_statistics(data, "lira")
     if equalize_refs:
         use_in, use_out, k_in, k_out = equal_count_masks(keep)
     else:

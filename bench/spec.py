@@ -77,7 +77,11 @@ def parse_label(label: str, registry: Registry) -> ComponentSpec:
             key, eq, value = item.partition("=")
             if not eq or not key.strip():
                 raise BenchError(f"{label!r}: {item!r} is not key=value")
-            params[key.strip()] = yaml.safe_load(value.strip())
+            try:
+                params[key.strip()] = yaml.safe_load(value.strip())
+            except yaml.YAMLError:
+                raise BenchError(f"{label!r}: the value of {key.strip()!r} is not a number, word or true/false; "
+                                 "write it as in a grid file, e.g. a=0.5 or mode=offline") from None
     component = registry.get(name)
     return ComponentSpec.make(name, component.validate(params), component.validate({}))
 

@@ -117,3 +117,17 @@ def test_bad_shadow_arrays_name_the_array(classic, tmp_path, capsys, change, mes
     assert main(["audit", "--outputs", str(tmp_path / "bad.npz"), "--attacks", "confidence"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("labels, message", [
+    ("rmia(a=0.5", "closed by ')'"),
+    ("rmia(a=[)", "the value of 'a' is not a number"),
+    ("rmia(0.5)", "'0.5' is not key=value"),
+    ("rmia(colour=red)", "unknown parameter 'colour'"),
+    ("lirra", "unknown attack 'lirra'"),
+])
+def test_malformed_attack_labels_are_refused_naming_the_label(classic, capsys, labels, message):
+    path, _ = classic
+    assert main(["audit", "--outputs", str(path), "--attacks", labels]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
