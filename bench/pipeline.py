@@ -55,7 +55,7 @@ from targets.white_box import white_box_features
 INPUT_SEP = "/"  # dict-shaped inputs (graphs) are stored as arrays "X/atoms", "X/bonds", ...
 
 STAGE_VERSIONS = {
-    "features": 1, "split": 1, "models": 2, "observations": 3, "scores": 1, "metrics": 7,
+    "features": 1, "split": 1, "models": 2, "observations": 3, "scores": 1, "metrics": 8,
     "robustness": 1, "white_box": 1,
 }
 SNAPSHOT = "snapshot."  # models-stage tensors of intermediate models (federated rounds)
