@@ -100,16 +100,49 @@ def resolve_grid_path(name_or_path: str | os.PathLike[str]) -> Path:
 def load_grid(name_or_path: str) -> Grid:
     """Read, validate and expand a grid file."""
     path = resolve_grid_path(name_or_path)
+    return expand_grid(read_grid(path), path)
+
+
+class _GridLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a value its explicit tag cannot read (``!!int abc``, ``!!bool maybe``,
+    ``!!timestamp x``: PyYAML's constructors raise ValueError, KeyError, AttributeError or TypeError) is a YAML error
+    at the value's line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+            value = f" {node.value!r}" if isinstance(node, yaml.ScalarNode) else ""
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the tag {tag} cannot read the value{value[:80]}", node.start_mark) from None
+
+
+def read_grid(path: Path) -> Any:
+    """The parsed YAML of a grid file; a file that cannot be read or parsed raises a :class:`BenchError` naming
+    where and why."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"grid {path}: cannot read the file ({exc})") from None
+    try:
+        return yaml.load(text, Loader=_GridLoader)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow; it has a position, not a mark
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise BenchError(
+            f"grid {path}: malformed YAML at line {line}, column {column}: unacceptable character "
+            f"#x{exc.character:04x} ({exc.reason}); remove it, or write it as an escape (\\x..) in a double-quoted "
+            "string"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise BenchError(f"grid {path}: malformed YAML{where}: {problem}; fix the file's syntax") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchError(f"grid {path}: cannot read the file ({exc})") from None
-    return expand_grid(raw, path)
+    except RecursionError:
+        raise BenchError(f"grid {path}: the YAML nests lists or mappings too deeply to read; a grid needs a few "
+                         "levels (axis: list of {name, params: {parameter: value or list}})") from None
 
 
 def expand_grid(raw: Any, path: Path) -> Grid:

@@ -123,7 +123,12 @@ class Param:
             raise bad
         if self.type is float:
             if isinstance(value, (int, float)):
-                return float(value)
+                try:
+                    return float(value)
+                except OverflowError:  # an int beyond the largest float
+                    raise BenchError(
+                        f"{where}: {self.name}={value} is out of range; allowed: {self.range_text()}"
+                    ) from None
             if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
                 try:
                     return float(value)
