@@ -136,6 +136,9 @@ class Param:
                     raise bad from None
             raise bad
         if isinstance(value, str):
+            if not value.isprintable():  # a line break would split a label, and every message naming it, in two
+                raise BenchError(f"{where}: parameter {self.name!r} must be one line of printable text, got "
+                                 f"{value!r}; remove its line breaks, tabs and control characters")
             return value
         raise bad
 

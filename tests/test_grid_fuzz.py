@@ -145,6 +145,8 @@ def param_values(param: Param) -> st.SearchStrategy:
     near: list[Any] = [param.default, *(param.choices or ())]
     if param.type is bool:
         near += [True, False, "true", 1]
+    if param.type is str and param.choices is None:
+        near += ["data.csv", "a\nb", "", " "]
     if param.type in (int, float):
         for bound in (param.low, param.high):
             if bound is not None and math.isfinite(bound):
@@ -318,4 +320,13 @@ def test_an_integer_beyond_the_largest_float_is_out_of_range_for_a_float_paramet
     path = tmp_path / "grid.yaml"
     path.write_text(document({**SMOKE, "training": {"lr": 10**400}}))
     with pytest.raises(BenchError, match=r"training: lr=10{400} is out of range; allowed: \(0, 10\]"):
+        load(str(path))
+
+
+def test_a_string_parameter_with_a_line_break_is_refused(tmp_path):
+    # it went into the dataset's label, so the message of a later refusal naming the dataset had two lines
+    path = tmp_path / "grid.yaml"
+    csv = {"name": "csv", "params": {"path": "a\nb.csv", "task": "regression"}}
+    path.write_text(document({**SMOKE, "datasets": [csv]}))  # memguard refuses regression, naming the dataset
+    with pytest.raises(BenchError, match=r"parameter 'path' must be one line of printable text, got 'a\\nb.csv'"):
         load(str(path))
