@@ -40,7 +40,7 @@ import yaml
 
 from attacks.requirements import RoundSnapshots, find, requirements_of
 from bench.spec import PROTOCOL_PARAMS, Cell, ComponentSpec, Union
-from privkernel.errors import BenchError, did_you_mean
+from privkernel.errors import BenchError, did_you_mean, short_repr
 from privkernel.hashing import stable_hash
 from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, ENGINES, Param, Registry, validate_params
 from targets.training import KEYED_WHEN_SET, omit_defaults, training_options
@@ -162,6 +162,9 @@ def expand_grid(raw: Any, path: Path) -> Grid:
             raise BenchError(
                 f"grid {path}: {key!r} is missing or empty; list at least one of `python -m bench list {key}`"
             )
+    name = raw.get("name") or path.stem
+    if not isinstance(name, str | int | float) or isinstance(name, bool):
+        raise BenchError(f"grid {path}: name must be a string, got {short_repr(name)}; quote it, e.g. name: 'my-grid'")
 
     where = f"grid {path}"
     axes = {key: _component_axis(raw[key], registry, f"{where}: {key}") for key, registry in AXES.items()}
@@ -189,7 +192,7 @@ def expand_grid(raw: Any, path: Path) -> Grid:
         check_compatible(cell, where)
     check_attack_tasks(kept, where)
     check_federated_attacks(kept, where)
-    return Grid(str(raw.get("name") or path.stem), path, tuple(kept), len(cells) - len(kept))
+    return Grid(str(name), path, tuple(kept), len(cells) - len(kept))
 
 
 def dataset_facts(spec: ComponentSpec) -> tuple[str, str, int | None]:
@@ -316,13 +319,17 @@ def _component_axis(entries: Any, registry: Registry, where: str) -> list[Compon
             name, params = entry, {}
         elif isinstance(entry, Mapping) and "name" in entry and set(entry) <= {"name", "params"}:
             name, params = entry["name"], entry.get("params") or {}
+            if not isinstance(name, str):
+                raise BenchError(f"{where}: the name of entry {short_repr(entry)} must be a string: one of "
+                                 f"`python -m bench list {registry.family}`")
             if not isinstance(params, Mapping):
                 raise BenchError(f"{where}: params of {name!r} must be a mapping of parameter: value")
         else:
             raise BenchError(
-                f"{where}: entry {entry!r} must be a name or a mapping with keys `name` and optional `params`"
+                f"{where}: entry {short_repr(entry)} must be a name or a mapping with keys `name` and optional "
+                "`params`"
             )
-        component = registry.get(str(name))
+        component = registry.get(name)
         label = f"{where}: {registry.family[:-1]} {name!r}"
         defaults = {p.name: p.default for p in component.params}
         sweep = _sweep(component.params, params, label)
@@ -372,20 +379,23 @@ def _unions(entries: Any, attacks: list[ComponentSpec], where: str) -> tuple[Uni
             raise BenchError(f"{where}: a union needs exactly the keys `attacks` (a list) and `fpr`, as in {example}")
         names = []
         for name in entry["attacks"]:
-            if str(name) not in labels:
+            if not isinstance(name, str) or name not in labels:
+                close = did_you_mean(name, labels) if isinstance(name, str) else ""
                 raise BenchError(
-                    f"{where}: union attack {name!r} is not one of the grid's attacks{did_you_mean(str(name), labels)}"
+                    f"{where}: union attack {short_repr(name)} is not one of the grid's attacks{close}"
                     f" ({', '.join(sorted(labels))}); name a setting by its full label when an attack has several"
                 )
-            names.append(labels[str(name)])
-            spec = next(a for a in attacks if a.label() == labels[str(name)])
+            names.append(labels[name])
+            spec = next(a for a in attacks if a.label() == labels[name])
             if ATTACKS.get(spec.name).tag("knowledge", spec.kwargs) != "references":
                 raise BenchError(
                     f"{where}: union attack {name!r} is a leaked-samples attacker, scored on fewer records than the "
                     "others; unions combine reference-model attacks only"
                 )
         if len(set(names)) < 2:
-            raise BenchError(f"{where}: a union needs at least two different attacks, got {entry['attacks']!r}")
+            raise BenchError(
+                f"{where}: a union needs at least two different attacks, got {short_repr(entry['attacks'])}"
+            )
         fprs = entry["fpr"] if isinstance(entry["fpr"], list) else [entry["fpr"]]
         for fpr in fprs:
             value = UNION_FPR.validate(fpr, f"{where}: union")
@@ -449,7 +459,7 @@ def _seeds(seeds: Any, where: str) -> list[int]:
         seeds = [seeds]
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                                            for s in seeds):
-        raise BenchError(f"{where}: seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+        raise BenchError(f"{where}: seeds must be a non-empty list of non-negative integers, got {short_repr(seeds)}")
     return list(dict.fromkeys(seeds))
 
 
@@ -462,8 +472,8 @@ def _apply_excludes(cells: list[Cell], rules: Any, where: str) -> list[Cell]:
         for key in rule:
             if key not in known:
                 raise BenchError(
-                    f"{where}: exclude rule {dict(rule)!r} names {key!r}{did_you_mean(str(key), known)}, which no "
-                    f"cell has; keys are: {', '.join(sorted(known))}"
+                    f"{where}: exclude rule {short_repr(dict(rule))} names {key!r}{did_you_mean(str(key), known)}, "
+                    f"which no cell has; keys are: {', '.join(sorted(known))}"
                 )
 
     def matches(rule: Mapping[str, Any], cols: Mapping[str, Any]) -> bool:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from privkernel.errors import BenchError, did_you_mean
+from privkernel.errors import BenchError, did_you_mean, short_repr
 
 #: The entry-point group of the packages whose import registers components: privbench's own rooms declare
 #: themselves in its ``pyproject.toml``, and a third-party package adds its components the same way.
@@ -108,7 +108,9 @@ class Param:
         return _TYPE_NAMES[self.type]
 
     def _coerce(self, value: Any, where: str) -> Any:
-        bad = BenchError(f"{where}: parameter {self.name!r} must be of type {self._type_name()}, got {value!r}")
+        bad = BenchError(
+            f"{where}: parameter {self.name!r} must be of type {self._type_name()}, got {short_repr(value)}"
+        )
         if self.type is bool:
             if isinstance(value, bool):
                 return value
@@ -138,7 +140,7 @@ class Param:
         if isinstance(value, str):
             if not value.isprintable():  # a line break would split a label, and every message naming it, in two
                 raise BenchError(f"{where}: parameter {self.name!r} must be one line of printable text, got "
-                                 f"{value!r}; remove its line breaks, tabs and control characters")
+                                 f"{short_repr(value)}; remove its line breaks, tabs and control characters")
             return value
         raise bad
 

@@ -330,3 +330,32 @@ def test_a_string_parameter_with_a_line_break_is_refused(tmp_path):
     path.write_text(document({**SMOKE, "datasets": [csv]}))  # memguard refuses regression, naming the dataset
     with pytest.raises(BenchError, match=r"parameter 'path' must be one line of printable text, got 'a\\nb.csv'"):
         load(str(path))
+
+
+def alias_bomb(levels: int = 7) -> str:
+    """A ``description:`` line that anchors ``*b{levels - 1}``: a list of 9 lists of 9 ... (9**levels items in all,
+    4.8 million at 7 levels; its repr is 25 MB) in a few hundred bytes of YAML."""
+    anchors = ["&b0 [x, x, x, x, x, x, x, x, x]"]
+    anchors += [f"&b{i} [{', '.join([f'*b{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return f"description: [{', '.join(anchors)}]\n"
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"name": Raw("*b6")}, "name must be a string, got [[[[...], "),
+        ({"datasets": [Raw("*b6")]}, "datasets: entry [[[[...], "),
+        ({"datasets": [{"name": Raw("*b6")}]}, "datasets: the name of entry {'name': [[[...], "),
+        ({"training": {"lr": Raw("*b6")}}, "parameter 'lr' must be of type float, got [[[[...], "),
+        ({"seeds": Raw("*b6")}, "seeds must be a non-empty list of non-negative integers, got [[[[...], "),
+        ({"exclude": [{"sed": Raw("*b6")}]}, "exclude rule {'sed': [[[...], "),
+        ({"unions": [{"attacks": ["lira", Raw("*b6")], "fpr": 0.0}]}, "union attack [[[[...], "),
+    ],
+)
+def test_a_value_of_billions_of_items_is_shown_short(tmp_path, changes, message):
+    # repr() or str() of the value put all its items in the message: 25 MB here, gigabytes at 10 levels
+    path = tmp_path / "grid.yaml"
+    path.write_text(alias_bomb() + document({**SMOKE, **changes}))
+    with pytest.raises(BenchError) as err:
+        load(str(path))
+    assert message in str(err.value) and len(str(err.value)) < 1000
