@@ -397,6 +397,9 @@ def _unions(entries: Any, attacks: list[ComponentSpec], where: str) -> tuple[Uni
                 f"{where}: a union needs at least two different attacks, got {short_repr(entry['attacks'])}"
             )
         fprs = entry["fpr"] if isinstance(entry["fpr"], list) else [entry["fpr"]]
+        if not fprs:  # the union would silently not be there
+            raise BenchError(f"{where}: the fpr of the union of {', '.join(names)} is an empty list; give at least one "
+                             f"value, as in {example}")
         for fpr in fprs:
             value = UNION_FPR.validate(fpr, f"{where}: union")
             out.append(Union(tuple(names), value))

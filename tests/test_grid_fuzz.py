@@ -359,3 +359,11 @@ def test_a_value_of_billions_of_items_is_shown_short(tmp_path, changes, message)
     with pytest.raises(BenchError) as err:
         load(str(path))
     assert message in str(err.value) and len(str(err.value)) < 1000
+
+
+def test_a_union_with_an_empty_list_of_fprs_is_refused(tmp_path):
+    # the union was silently left out of the grid
+    path = tmp_path / "grid.yaml"
+    path.write_text(document({**SMOKE, "unions": [{"attacks": ["lira", "rmia"], "fpr": []}]}))
+    with pytest.raises(BenchError, match="the fpr of the union of lira, rmia is an empty list; give at least one"):
+        load(str(path))
