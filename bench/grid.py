@@ -163,7 +163,7 @@ def expand_grid(raw: Any, path: Path) -> Grid:
                 f"grid {path}: {key!r} is missing or empty; list at least one of `python -m bench list {key}`"
             )
     name = raw.get("name") or path.stem
-    if not isinstance(name, str | int | float) or isinstance(name, bool):
+    if isinstance(name, Mapping | list | set | tuple):  # a scalar (2024-06-01, 7) reads as its text
         raise BenchError(f"grid {path}: name must be a string, got {short_repr(name)}; quote it, e.g. name: 'my-grid'")
 
     where = f"grid {path}"

@@ -367,3 +367,10 @@ def test_a_union_with_an_empty_list_of_fprs_is_refused(tmp_path):
     path.write_text(document({**SMOKE, "unions": [{"attacks": ["lira", "rmia"], "fpr": []}]}))
     with pytest.raises(BenchError, match="the fpr of the union of lira, rmia is an empty list; give at least one"):
         load(str(path))
+
+
+@pytest.mark.parametrize("name, expected", [("2024-06-01", "2024-06-01"), ("7", "7"), ("smoke", "smoke")])
+def test_a_grid_name_that_yaml_reads_as_a_date_or_a_number_keeps_its_text(tmp_path, name, expected):
+    path = tmp_path / "grid.yaml"
+    path.write_text(document({**SMOKE, "name": Raw(name)}))
+    assert load(str(path)).name == expected
