@@ -52,6 +52,7 @@ class GridRun:
     summary: RunSummary
     seconds: float
     cache: Path
+    run_id: str
 
 
 def load(grid: str | os.PathLike[str] | Mapping[str, Any] | Grid) -> Grid:
@@ -107,7 +108,7 @@ def execute_grid(
     """
     from bench.cache import Cache, default_cache_dir
     from bench.executors import execute
-    from bench.store import ResultsStore
+    from bench.store import ResultsStore, RunRecord
 
     if workers < 1:
         raise BenchError(f"workers must be at least 1, got {workers}")
@@ -131,14 +132,26 @@ def execute_grid(
         print(f"grid {grid.name!r}: {len(grid.cells)} cells on {device}; cache {cache.root}; store {store.path}",
               file=sys.stderr)
     start = time.perf_counter()
-    summary = execute(
-        grid.cells,
-        lambda result: store.write_cell([{**row, "grid": grid.name} for row in result.rows], result.samples),
-        cache_dir=str(cache.root), force=force, device=device, workers=workers, executor=executor,
-        progress=progress, ray_address=ray_address, num_cpus=num_cpus,
-        num_gpus=num_gpus if num_gpus is not None else float(device == "cuda"), retries=retries, strict=strict,
-    )
-    return GridRun(grid, device, store.path, summary, time.perf_counter() - start, cache.root)
+    record = RunRecord.start(grid.name, str(grid.path))
+    store.begin_run(record, len(grid.cells))
+    status, summary = "failed", None
+    try:
+        summary = execute(
+            grid.cells, lambda result: store.write_cell(result.rows, result.samples, record),
+            cache_dir=str(cache.root), force=force, device=device, workers=workers, executor=executor,
+            progress=progress, ray_address=ray_address, num_cpus=num_cpus,
+            num_gpus=num_gpus if num_gpus is not None else float(device == "cuda"), retries=retries, strict=strict,
+        )
+        status = "interrupted" if summary.interrupted is not None else "failed" if summary.failures else "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        if summary is None:  # stopped at once (a second Ctrl-C) or broken: what the cells did is unknown
+            store.end_run(record, status, 0, 0, {})
+        else:
+            store.end_run(record, status, summary.done, len(summary.failures), summary.computed)
+    return GridRun(grid, device, store.path, summary, time.perf_counter() - start, cache.root, record.id)
 
 
 def run_grid(
@@ -192,6 +205,8 @@ def run_grid(
         For an invalid grid or option, before anything runs.
     CellsFailed
         When cells failed; the finished ones are in the store.
+    KeyboardInterrupt
+        When SIGINT or SIGTERM stopped the run after its current stages (see :mod:`bench.stopping`).
     """
     from bench.store import read_store
 
@@ -199,6 +214,9 @@ def run_grid(
         run = execute_grid(grid, cache_dir=cache_dir, results=scratch if results is None else results,
                            workers=workers, device=device, force=force, executor=executor, progress=progress,
                            strict=strict)
+        if run.summary.interrupted is not None:
+            raise KeyboardInterrupt(f"the run stopped after its current stages; {run.summary.done} finished cells "
+                                    "are in the store and a rerun resumes from the cache")
         if run.summary.failures:
             raise CellsFailed(run.summary.failures)
         rows = read_store(run.store.parent)
@@ -289,7 +307,8 @@ def read_samples(path: str | os.PathLike[str], cell_key: str | None = None) -> p
 
 
 def leaderboard(
-    results: str | os.PathLike[str] | pd.DataFrame = "results", *, out: str | os.PathLike[str] | None = None
+    results: str | os.PathLike[str] | pd.DataFrame = "results", *, out: str | os.PathLike[str] | None = None,
+    grid: str | None = None,
 ) -> pd.DataFrame:
     """The leaderboard: one row per dataset × architecture × defense setting, seeds and targets pooled.
 
@@ -299,6 +318,8 @@ def leaderboard(
         Folder of a results store, or its rows (:func:`read_store`, :func:`run_grid`).
     out
         Also write ``LEADERBOARD.md`` and ``leaderboard.csv`` into this folder.
+    grid
+        Only the rows this grid (by name) wrote, when the store holds several grids' rows.
 
     Returns
     -------
@@ -315,11 +336,14 @@ def leaderboard(
     from bench.settings import label_settings
 
     if isinstance(results, pd.DataFrame):
+        if grid is not None:
+            raise BenchError("grid= selects the rows of a store folder; pass the folder, or select the rows yourself")
         if results.empty:
             raise BenchError("the rows are empty; run a grid first")
         rows, source = label_settings(results), "the given rows"
     else:
-        rows, source = read_rows(results), str(results)
+        rows = read_rows(results, grid=grid)
+        source = str(results) if grid is None else f"grid {grid!r} in {results}"
     board = build_leaderboard(rows)
     if out is not None:
         write_leaderboard(board, out, source=source)

@@ -6,26 +6,39 @@ manifest (stage, version, key, spec) that is checked on every load, so an entry 
 it merely exists or has the right shape. Files are written to a temporary name in the same folder and then
 renamed, so an interrupted run leaves no entry behind and a rerun resumes where it stopped.
 
-An entry that cannot be read, or whose manifest names another key, is a miss: it is moved to
+The manifest also holds a SHA-256 digest of the content (:func:`content_digest`), so a flipped byte that still
+decodes (a digit of a JSON number, a float of a tensor) is caught too. An entry that cannot be read, whose manifest
+names another key, or whose content does not match its digest, is a miss: it is moved to
 ``<root>/quarantine/<stage>/`` beside a note saying why, recomputed, and counted (:attr:`Cache.healed`), so a run
 reports it instead of stopping. With ``strict`` it stops the run instead, as :class:`CacheMismatch`.
+
+Runs sharing a cache compute each entry once: the writer of a key holds ``.<key>.lock``, created with ``O_EXCL``
+beside the entry, and every other process waits for the entry instead of computing it again (:meth:`Cache.writer`).
+A lock whose holder died is taken over. Reading an entry refreshes its modification time, so that
+:func:`prune_unused` can remove what no run has used for a while.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import os
+import socket
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench import stopping
 from privkernel.errors import BenchError
 from privkernel.hashing import canonical_json, stable_hash
 
@@ -33,6 +46,11 @@ MANIFEST = "__manifest__"
 QUARANTINE = "quarantine"
 #: Temporary files of unfinished writes older than this are removed when a run starts (a day).
 STALE_TEMPORARY_SECONDS = 86400.0
+#: A writer's lock held by another host is taken over when it is older than this (a day); on this host, as soon as
+#: the process that holds it has died.
+STALE_LOCK_SECONDS = 86400.0
+#: How often a process waiting for another's entry looks again (seconds).
+LOCK_POLL_SECONDS = 0.1
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +73,30 @@ class CacheMismatch(BenchError):
 
 
 # --- codecs: how one kind of artifact is written and read, manifest included --------------------------------
+
+
+def content_digest(kind: str, manifest: Mapping[str, Any], data: Any) -> str:
+    """SHA-256 of an entry's manifest (less its digest) and content, independent of the file encoding.
+
+    Arrays and tensors hash their names, dtypes, shapes and bytes in name order; JSON data hashes the canonical text
+    of what a load gives back (keys become strings; floats round-trip exactly)."""
+    head = {k: v for k, v in manifest.items() if k != "sha256"}
+    digest = hashlib.sha256(canonical_json(json.loads(canonical_json(head))).encode())
+    if kind == "json":
+        loaded = json.loads(json.dumps(data, allow_nan=True))
+        digest.update(json.dumps(loaded, sort_keys=True, allow_nan=True).encode())
+        return digest.hexdigest()
+    for name in sorted(data):
+        value = data[name]
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            dtype, shape, raw = str(value.dtype), tuple(value.shape), flat.view(torch.uint8).numpy()
+        else:
+            array = np.ascontiguousarray(value)
+            dtype, shape, raw = array.dtype.str, array.shape, array.reshape(-1).view(np.uint8)
+        digest.update(f"{name}|{dtype}|{shape}|".encode())
+        digest.update(raw)
+    return digest.hexdigest()
 
 
 def _save_arrays(path: Path, manifest: dict, arrays: Mapping[str, np.ndarray]) -> None:
@@ -160,6 +202,13 @@ class Cache:
         if manifest.get("key") != key or manifest.get("stage") != stage:
             return self._bad_entry(stage, path, f"holds stage {manifest.get('stage')!r} key {manifest.get('key')!r}, "
                                                 f"not the requested {stage!r} {key!r}")
+        # entries written before digests existed have none: accepted as they are
+        if "sha256" in manifest and manifest["sha256"] != content_digest(kind, manifest, data):
+            return self._bad_entry(stage, path, "does not match its content digest (corrupted)")
+        try:
+            os.utime(path)  # last use, for `bench cache prune`
+        except OSError:  # a read-only cache is still a cache
+            pass
         return data
 
     def _bad_entry(self, stage: str, path: Path, why: str) -> None:
@@ -188,31 +237,150 @@ class Cache:
         return target
 
     def save(self, stage: str, key: str, kind: str, data: Any, spec: Any = None) -> Path:
-        """Write ``data`` under ``key`` atomically (temporary file, then rename)."""
+        """Write ``data`` under ``key`` atomically (temporary file, then rename). A write that fails (a full disk)
+        leaves no file behind and raises :class:`BenchError` naming the folder."""
         path = self.path(stage, key, kind)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        manifest = {"stage": stage, "key": key, "spec": spec}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:12]}-", suffix=".tmp")
-        os.close(fd)
+        manifest: dict[str, Any] = {"stage": stage, "key": key, "spec": spec}
+        manifest["sha256"] = content_digest(kind, manifest, data)
+        tmp = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:12]}-", suffix=".tmp")
+            os.close(fd)
             CODECS[kind][1](Path(tmp), manifest, data)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+        except BaseException as exc:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                raise BenchError(
+                    f"cannot write the {stage} cache entry in {path.parent} ({exc.strerror or exc}); "
+                    + ("free space on that disk" if full else "check the folder's permissions")
+                    + " or pass another folder with --cache-dir; nothing partial was left there"
+                ) from None
             raise
         return path
 
+    @contextmanager
+    def writer(self, stage: str, key: str, kind: str) -> Iterator[None]:
+        """Hold the one writer's lock of ``key``: ``.<key>.lock`` created with ``O_EXCL`` beside the entry.
+
+        While another process holds it, wait; a lock whose holder died (this host: its process is gone; another
+        host: older than :data:`STALE_LOCK_SECONDS`) is taken over."""
+        path = self.path(stage, key, kind)
+        lock = path.with_name(f".{key}.lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if _stale_lock(lock):
+                    lock.unlink(missing_ok=True)
+                else:
+                    stopping.check()  # a run asked to stop does not wait for another's entry
+                    time.sleep(LOCK_POLL_SECONDS)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{socket.gethostname()} {os.getpid()}\n")
+            break
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
     def get_or_compute(self, stage: str, key: str, kind: str, compute: Callable[[], Any], spec: Any = None) -> Any:
-        """Return the cached artifact under ``key``, computing and storing it first if needed."""
-        if not self.force or key in self._written:
-            data = self.load(stage, key, kind)
-            if data is not None:
+        """Return the cached artifact under ``key``, computing and storing it first if needed. Of several processes
+        asking for the same missing key at once, one computes it and the others read what it wrote."""
+        reuse = not self.force or key in self._written
+        if reuse and (data := self.load(stage, key, kind)) is not None:
+            self.hits[stage] += 1
+            return data
+        with self.writer(stage, key, kind):
+            if reuse and (data := self.load(stage, key, kind)) is not None:  # written while this process waited
                 self.hits[stage] += 1
                 return data
-        self.misses[stage] += 1
-        data = compute()
-        self.save(stage, key, kind, data, spec)
+            self.misses[stage] += 1
+            data = compute()
+            self.save(stage, key, kind, data, spec)
         self._written.add(key)
         return data
+
+
+def _stale_lock(lock: Path) -> bool:
+    """Whether the process that holds ``lock`` is gone (see :meth:`Cache.writer`)."""
+    try:
+        host, pid = lock.read_text().split()
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:  # released meanwhile
+        return False
+    except ValueError:  # being written right now, or a torn file: judge by its age
+        try:
+            return time.time() - lock.stat().st_mtime > 10 * LOCK_POLL_SECONDS + 5
+        except FileNotFoundError:
+            return False
+    if host != socket.gethostname():
+        return age > STALE_LOCK_SECONDS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):  # alive under another user, or not a pid
+        return False
+    return False
+
+
+# --- what the cache holds: `bench cache` -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageUsage:
+    """The entries of one stage folder: how many, their bytes, and the oldest and newest last use."""
+
+    stage: str
+    entries: int
+    bytes: int
+    oldest: float | None
+    newest: float | None
+
+
+def _entries(root: Path, stage: str) -> Iterator[Path]:
+    exts = tuple(f".{ext}" for ext, _, _ in CODECS.values())
+    return (p for p in (root / stage).glob("*/*") if p.suffix in exts and not p.name.startswith("."))
+
+
+def cache_usage(root: Path | str) -> list[StageUsage]:
+    """Per stage folder of the cache at ``root`` (the quarantine included): entries, bytes and last uses."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BenchError(f"no cache at {root}; pass the folder of a cache with --cache-dir")
+    usage = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = [p for p in folder.rglob("*") if p.is_file()] if folder.name == QUARANTINE else \
+            list(_entries(root, folder.name))
+        times = [p.stat().st_mtime for p in files]
+        usage.append(StageUsage(folder.name, len(files), sum(p.stat().st_size for p in files),
+                                min(times, default=None), max(times, default=None)))
+    return usage
+
+
+def prune_unused(root: Path | str, days: float, dry_run: bool = False) -> tuple[int, int]:
+    """Delete the entries (quarantined files included) that no run has read or written for ``days`` days; return
+    how many and their bytes. With ``dry_run`` only count them."""
+    if days < 0:
+        raise BenchError(f"--older-than must be at least 0 days, got {days:g}")
+    root = Path(root)
+    cutoff = time.time() - days * 86400.0
+    count = size = 0
+    for usage in cache_usage(root):
+        folder = root / usage.stage
+        files = folder.rglob("*") if usage.stage == QUARANTINE else _entries(root, usage.stage)
+        for path in list(files):
+            stat = path.stat()
+            if path.is_file() and stat.st_mtime < cutoff:
+                count, size = count + 1, size + stat.st_size
+                if not dry_run:
+                    path.unlink(missing_ok=True)
+    return count, size

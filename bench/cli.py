@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,6 +35,25 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 
     return parse
 
+
+def _number_above(low: float, inclusive: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number above ``low`` (or equal to it when ``inclusive``), refused at parse time."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if inclusive else 'above'} {low:g}, got {text}")
+        return value
+
+    return parse
+
+
+GRID_FILTER_HELP = "only the rows of this grid (by name), when the store holds several grids' rows (see `bench store`)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -43,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     running = argparse.ArgumentParser(add_help=False)
     at_least_one, at_least_zero = _int_at_least(1), _int_at_least(0)
+    positive, non_negative = _number_above(0, inclusive=False), _number_above(0, inclusive=True)
     running.add_argument("--cache-dir", metavar="DIR",
                          help="artifact cache (default: $PRIVBENCH_CACHE or ~/.cache/privbench)")
     running.add_argument("--results", default="results", metavar="DIR",
@@ -57,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="local: this process or a process pool; ray: Ray tasks (default: %(default)s)")
     running.add_argument("--ray-address", metavar="HOST:PORT",
                          help="an existing Ray cluster's head (default: start a local Ray bound to localhost)")
-    running.add_argument("--num-cpus", type=float, default=1.0, metavar="N", help="CPUs per Ray task (default: 1)")
-    running.add_argument("--num-gpus", type=float, default=None, metavar="N",
+    running.add_argument("--num-cpus", type=positive, default=1.0, metavar="N",
+                         help="CPUs per Ray task, above 0 (default: 1)")
+    running.add_argument("--num-gpus", type=non_negative, default=None, metavar="N",
                          help="GPUs per Ray task (default: 1 with --device cuda, else 0)")
     running.add_argument("--retries", type=at_least_zero, default=1, metavar="N",
                          help="retries of a failed Ray task before it is reported (default: 1)")
@@ -116,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results", default="results", metavar="DIR",
                        help="folder of the results store results.sqlite (default: %(default)s)")
     board.add_argument("--out", metavar="DIR", help="where to write the two files (default: the --results folder)")
+    board.add_argument("--grid", metavar="NAME", help=GRID_FILTER_HELP)
 
     plot = sub.add_parser(
         "plot", help="draw accuracy–privacy frontiers, ROC curves, per-class and privacy-risk figures (PNG + SVG)",
@@ -126,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--results", default="results", metavar="DIR",
                       help="folder of the results store results.sqlite (default: %(default)s)")
     plot.add_argument("--out", metavar="DIR", help="where to write the figures (default: <results>/plots)")
+    plot.add_argument("--grid", metavar="NAME", help=GRID_FILTER_HELP)
     plot.add_argument("--cells", metavar="FILTER",
                       help="cells to plot: comma-separated substrings of the cell label 'dataset / architecture / "
                       "defense / seed=N', or shell patterns with * and ? matched against the whole label")
@@ -143,12 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--baseline", required=True, metavar="CSV", help="the baseline file (e.g. results/baseline.csv)")
     check.add_argument("--results", default="results", metavar="DIR",
                        help="folder of the results store results.sqlite (default: %(default)s)")
+    check.add_argument("--grid", metavar="NAME", help=GRID_FILTER_HELP)
     check.add_argument("--update-baseline", action="store_true",
                        help="rewrite the baseline from the store (with --cells: only the selected settings' rows)")
     check.add_argument("--cells", metavar="FILTER",
                        help="settings to check: comma-separated substrings of 'dataset / architecture / defense "
                        "[options]', or shell patterns with * and ?")
-    check.add_argument("--slack", type=float, default=0.01, metavar="X",
+    check.add_argument("--slack", type=non_negative, default=0.01, metavar="X",
                        help="absolute slack added to the baseline's CI (default: %(default)s)")
 
     compare = sub.add_parser(
@@ -170,6 +197,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--results", default="results", metavar="DIR",
                          help="folder of the results store results.sqlite (default: %(default)s)")
+
+    store = sub.add_parser(
+        "store", help="list the runs that wrote a results store, or prune runs' rows on request",
+        description="`store` (or `store list`) lists every run with its id, grid, start, status and the rows it last "
+        "wrote. `store prune --run ID` deletes the rows (and per-record samples) that run last wrote; nothing is "
+        "ever deleted otherwise.",
+    )
+    store.add_argument("action", nargs="?", default="list", choices=("list", "prune"), help="default: list")
+    store.add_argument("--results", default="results", metavar="DIR",
+                       help="folder of the results store results.sqlite (default: %(default)s)")
+    store.add_argument("--run", action="append", default=[], metavar="ID",
+                       help="prune: a run id from `store list` (repeat for several)")
+    store.add_argument("--dry-run", action="store_true", help="prune: say what would be deleted; delete nothing")
+
+    cache = sub.add_parser(
+        "cache", help="show the cache's size per stage, or prune entries no run has used for N days",
+        description="`cache` (or `cache show`) prints entries, size and last use per stage. `cache prune "
+        "--older-than DAYS` deletes the entries no run has read or written for that long (a rerun recomputes "
+        "them); the quarantine is pruned the same way.",
+    )
+    cache.add_argument("action", nargs="?", default="show", choices=("show", "prune"), help="default: show")
+    cache.add_argument("--cache-dir", metavar="DIR",
+                       help="artifact cache (default: $PRIVBENCH_CACHE or ~/.cache/privbench)")
+    cache.add_argument("--older-than", type=non_negative, metavar="DAYS",
+                       help="prune: entries unused for at least this many days (required with prune)")
+    cache.add_argument("--dry-run", action="store_true", help="prune: say what would be deleted; delete nothing")
 
     lst = sub.add_parser("list", help="list registered components with their parameters, and the training and "
                          "protocol options of a grid")
@@ -241,6 +294,12 @@ def _run_grid(grid, args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, retries=args.retries, announce=True, strict=args.strict,
     )
     summary = run.summary
+    if summary.interrupted is not None:
+        name = signal.Signals(summary.interrupted).name
+        print(f"stopped by {name} after the current stages: {summary.done} finished cells are in {run.store} (run "
+              f"{run.run_id}), every finished stage of the {summary.unfinished} unfinished ones is in the cache "
+              f"{run.cache}; rerun the same command to resume", file=sys.stderr)
+        return 128 + summary.interrupted
     healed = (f"; {summary.healed} corrupted cache entr{'y' if summary.healed == 1 else 'ies'} set aside in "
               f"{run.cache / 'quarantine'} and recomputed" if summary.healed else "")
     print(
@@ -297,6 +356,52 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    from bench.store import list_runs, prune_runs, store_path
+
+    if args.action == "prune":
+        if not args.run:
+            raise BenchError("store prune deletes only the runs named with --run ID; list them with "
+                             f"`python -m bench store --results {args.results}`")
+        counts = prune_runs(args.results, args.run, dry_run=args.dry_run)
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{verb} {counts['rows']} rows and {counts['samples']} samples of {counts['runs']} run(s) from "
+              f"{store_path(args.results)}")
+        return 0
+    if args.run:
+        raise BenchError("--run selects runs to prune; use `store prune --run ID`")
+    runs = list_runs(args.results)
+    shown = runs[["id", "grid", "started", "finished", "status", "done", "failed", "cells", "rows"]]
+    print(shown.to_string(index=False, na_rep="-"))
+    print(f"{len(runs)} runs in {store_path(args.results)}; `rows`: the rows each run last wrote (a rerun takes over "
+          "the rows it recomputes)")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from bench.cache import cache_usage, default_cache_dir, prune_unused
+
+    root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if args.action == "prune":
+        if args.older_than is None:
+            raise BenchError("cache prune needs --older-than DAYS: entries no run has used for that many days")
+        count, size = prune_unused(root, args.older_than, dry_run=args.dry_run)
+        print(f"{'would delete' if args.dry_run else 'deleted'} {count} entries ({size / 1e6:.1f} MB) unused for "
+              f"{args.older_than:g} days from {root}")
+        return 0
+    if args.older_than is not None:
+        raise BenchError("--older-than selects entries to prune; use `cache prune --older-than DAYS`")
+    usage = cache_usage(root)
+    print(f"{'stage':<14} {'entries':>8} {'MB':>10}  last used")
+    for stage in usage:
+        days = "-" if stage.newest is None else \
+            f"{(time.time() - stage.oldest) / 86400:.1f} to {(time.time() - stage.newest) / 86400:.1f} days ago"
+        print(f"{stage.stage:<14} {stage.entries:>8} {stage.bytes / 1e6:>10.1f}  {days}")
+    total = sum(s.bytes for s in usage)
+    print(f"{sum(s.entries for s in usage)} files, {total / 1e6:.1f} MB in {root}")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from bench.store import SCHEMA_VERSION, migrate_store, store_path
 
@@ -314,7 +419,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.api import leaderboard
 
     out = args.out or args.results
-    board = leaderboard(args.results, out=out)
+    board = leaderboard(args.results, out=out, grid=args.grid)
     print(f"wrote {Path(out) / 'LEADERBOARD.md'} and {Path(out) / 'leaderboard.csv'}: {len(board)} settings in "
           f"{board['group'].nunique()} dataset × architecture groups, {int(board['pareto'].sum())} Pareto-optimal")
     return 0
@@ -325,7 +430,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from bench.settings import filter_cells
     from bench.store import read_samples
 
-    rows = filter_cells(read_rows(args.results), args.cells)
+    rows = filter_cells(read_rows(args.results, grid=args.grid), args.cells)
     try:
         samples = read_samples(args.results)
         samples = samples[samples["cell_key"].isin(set(rows["cell_key"]))]
@@ -370,9 +475,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from bench.leaderboard import read_rows
     from bench.settings import filter_cells
 
-    if args.slack < 0:
-        raise BenchError(f"--slack must be at least 0, got {args.slack}")
-    current = summarize(filter_cells(read_rows(args.results), args.cells, column="setting"))
+    current = summarize(filter_cells(read_rows(args.results, grid=args.grid), args.cells, column="setting"))
     if args.update_baseline:
         table = updated_baseline(current, args.baseline, args.cells)
         path = write_baseline(table, args.baseline)
@@ -443,9 +546,9 @@ def _plugin_problems() -> list[str]:
 
 
 COMMANDS = {
-    "audit": cmd_audit, "check": cmd_check, "compare": cmd_compare, "grid": cmd_grid, "leaderboard": cmd_leaderboard,
-    "list": cmd_list,
-    "migrate": cmd_migrate, "plot": cmd_plot, "report": cmd_report,
+    "audit": cmd_audit, "cache": cmd_cache, "check": cmd_check, "compare": cmd_compare, "grid": cmd_grid,
+    "leaderboard": cmd_leaderboard, "list": cmd_list, "migrate": cmd_migrate, "plot": cmd_plot, "report": cmd_report,
+    "store": cmd_store,
 }
 
 

@@ -2,7 +2,8 @@
 
 Rows are matched on the store's key (cell, attack, target) and samples on (cell, attack, target, record). A number
 differs when ``|a − b| > rtol · (1 + |a|)``; two NaNs, or two equal infinities, are equal. Text compares exactly.
-Both stores must have the current schema (``python -m bench migrate`` upgrades an older one first).
+The ``run.*`` columns (which run wrote a row, and when) are not compared. Both stores must have the current schema
+(``python -m bench migrate`` upgrades an older one first).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.store import PRIMARY_KEY, read_samples, read_store
+from bench.store import PRIMARY_KEY, read_samples, read_store, without_provenance
 
 SAMPLE_KEY = (*PRIMARY_KEY, "record")
 SAMPLE_VALUES = ("score", "member", "label")
@@ -81,7 +82,7 @@ def compare_stores(old_dir: Path | str, new_dir: Path | str, *, rtol: float = 1e
     """Compare the stores in ``old_dir`` and ``new_dir`` (see the module docstring)."""
     diff = StoreDiff()
     key = list(PRIMARY_KEY)
-    old, new = read_store(old_dir), read_store(new_dir)
+    old, new = without_provenance(read_store(old_dir)), without_provenance(read_store(new_dir))
     merged = old.merge(new, on=key, how="outer", suffixes=("@old", "@new"), indicator=True)
     diff.rows_only_old = [tuple(r) for r in merged.loc[merged["_merge"] == "left_only", key].itertuples(index=False)]
     diff.rows_only_new = [tuple(r) for r in merged.loc[merged["_merge"] == "right_only", key].itertuples(index=False)]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import CancelledError, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from bench import stopping
 from bench.pipeline import CellFailed, CellResult, run_cell
 from bench.spec import Cell
 from privkernel.errors import BenchError
@@ -26,10 +28,17 @@ class RunSummary:
     cached: int = 0
     healed: int = 0  # unreadable cache entries set aside and recomputed
     failures: list[tuple[Cell, Exception]] = field(default_factory=list)
+    #: The signal that stopped the run after its current stages (SIGINT, SIGTERM), or None.
+    interrupted: int | None = None
+    #: Cells that stopped midway or never started because of it (their finished stages are cached).
+    unfinished: int = 0
+    #: Cache entries the finished cells computed, by stage (the rest were read).
+    computed: Counter[str] = field(default_factory=Counter)
 
 
 def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
+    stopping.install_in_worker()
 
 
 Outcome = tuple[Cell, "CellResult | Exception"]
@@ -37,9 +46,11 @@ Outcome = tuple[Cell, "CellResult | Exception"]
 
 def _in_process(cells: Sequence[Cell], run: dict[str, Any], **_: Any) -> Iterator[Outcome]:
     for cell in cells:
+        if stopping.received() is not None:
+            return
         try:
             yield cell, run_cell(cell, **run)
-        except (CellFailed, BenchError) as exc:
+        except (CellFailed, BenchError, stopping.Interrupted) as exc:
             yield cell, exc
 
 
@@ -49,9 +60,14 @@ def _process_pool(cells: Sequence[Cell], run: dict[str, Any], *, workers: int, *
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
         futures = {pool.submit(run_cell, cell, **run): cell for cell in cells}
         for future in as_completed(futures):
+            if stopping.received() is not None:  # cells not started yet are dropped; running ones stop soon
+                for pending in futures:
+                    pending.cancel()
             try:
                 yield futures[future], future.result()
-            except (CellFailed, BenchError) as exc:
+            except CancelledError:
+                continue
+            except (CellFailed, BenchError, stopping.Interrupted) as exc:
                 yield futures[future], exc
 
 
@@ -83,7 +99,14 @@ def _ray(
         task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=retries, retry_exceptions=True)(run_cell)
         pending = {task.remote(cell, **run): cell for cell in cells}
         while pending:
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            if stopping.received() is not None:  # Ray's workers are not ours to signal: cancel what is left
+                for ref in pending:
+                    ray.cancel(ref)
+                return
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            if not ready:
+                continue
+            (ref,) = ready
             cell = pending.pop(ref)
             try:
                 yield cell, ray.get(ref)
@@ -143,18 +166,25 @@ def execute(
     summary = RunSummary()
     bar = tqdm(total=len(cells), unit="cell", desc="cells", disable=not progress, dynamic_ncols=True)
     try:
-        outcomes = EXECUTORS[executor](cells, run, workers=workers, ray_address=ray_address, num_cpus=num_cpus,
-                                       num_gpus=num_gpus, retries=retries)
-        for cell, outcome in outcomes:
-            if isinstance(outcome, Exception):
-                summary.failures.append((cell, outcome))
-            else:
-                on_result(outcome)
-                summary.done += 1
-                summary.cached += outcome.cached
-                summary.healed += outcome.healed
-            bar.set_postfix(cached=summary.cached, failed=len(summary.failures), refresh=False)
-            bar.update()
+        with stopping.stop_after_stage():
+            outcomes = EXECUTORS[executor](cells, run, workers=workers, ray_address=ray_address, num_cpus=num_cpus,
+                                           num_gpus=num_gpus, retries=retries)
+            for cell, outcome in outcomes:
+                if isinstance(outcome, stopping.Interrupted):
+                    continue
+                if isinstance(outcome, Exception):
+                    summary.failures.append((cell, outcome))
+                else:
+                    on_result(outcome)
+                    summary.done += 1
+                    summary.cached += outcome.cached
+                    summary.healed += outcome.healed
+                    summary.computed.update(outcome.computed)
+                bar.set_postfix(cached=summary.cached, failed=len(summary.failures), refresh=False)
+                bar.update()
+            summary.interrupted = stopping.received()
     finally:
         bar.close()
+    if summary.interrupted is not None:
+        summary.unfinished = len(cells) - summary.done - len(summary.failures)
     return summary

@@ -81,11 +81,11 @@ HOW_TO_READ = (
 )
 
 
-def read_rows(results_dir: Path | str) -> pd.DataFrame:
-    """The store's rows with setting labels; an empty store is an error."""
+def read_rows(results_dir: Path | str, grid: str | None = None) -> pd.DataFrame:
+    """The store's rows (with ``grid``, that grid's only) with setting labels; an empty store is an error."""
     from bench.store import read_store
 
-    df = read_store(results_dir)
+    df = read_store(results_dir, grid=grid)
     if df.empty:
         raise BenchError(f"the results store in {results_dir} has no rows; run `python -m bench grid` first")
     return label_settings(df)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, singledispatchmethod
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from attacks.requirements import (
     WhiteBoxFeatures,
     requirements_of,
 )
+from bench import stopping
 from bench.audit import (
     Audit,
     Servable,
@@ -64,14 +65,15 @@ SNAPSHOT = "snapshot."  # models-stage tensors of intermediate models (federated
 
 @dataclass(frozen=True)
 class CellResult:
-    """The store rows and per-record samples of one cell, whether it was read entirely from the cache, and how
-    many unreadable cache entries were set aside and recomputed."""
+    """The store rows and per-record samples of one cell, whether it was read entirely from the cache, how many
+    unreadable cache entries were set aside and recomputed, and the entries computed, by stage."""
 
     cell: Cell
     rows: list[dict[str, Any]]
     samples: pd.DataFrame
     cached: bool
     healed: int = 0
+    computed: Mapping[str, int] = field(default_factory=dict)
 
 
 class CellRun:
@@ -98,6 +100,7 @@ class CellRun:
         """A stage's output, read or computed once per run of the cell."""
         if key not in self._loaded:
             self._loaded[key] = self.cache.get_or_compute(stage, key, kind, compute, spec)
+            stopping.check()  # a stop asked for while the stage ran: it is cached, the cell ends here
         return self._loaded[key]
 
     # --- keys ------------------------------------------------------------------------------------------------
@@ -454,7 +457,7 @@ class CellRun:
                   for union in self.cell.unions for target in range(self.protocol["n_targets"])]
         cached = sum(self.cache.misses.values()) == computed_before
         return CellResult(self.cell, cell_rows(self.cell, results, unions), samples_table(self.cell, audited), cached,
-                          healed=sum(self.cache.healed.values()))
+                          healed=sum(self.cache.healed.values()), computed=dict(self.cache.misses))
 
     def _union_result(self, union: Union, target: int) -> UnionResult:
         """The union's metrics on one target, from the cached scores of its attacks."""
@@ -480,7 +483,7 @@ def run_cell(cell: Cell, *, cache_dir: str, force: bool, device: str, strict: bo
     """Run one cell in this process (the unit of work of every executor)."""
     try:
         return CellRun(cell, Cache(cache_dir, force=force, strict=strict), device).run()
-    except BenchError:
+    except (BenchError, stopping.Interrupted):
         raise
     except Exception as exc:
         raise CellFailed(f"cell {cell.label} failed: {type(exc).__name__}: {exc}") from exc

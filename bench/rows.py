@@ -16,7 +16,10 @@ namespaces that no reader has to guess at:
   that DP-SGD's accountant reached, ``fact.epsilon``, beside the ε asked for, ``defense.epsilon``) and
   ``attack_fact.<name>`` for an attack's diagnostics (e.g. ``attack_fact.lira_k_in``);
 - metrics: the utility of the target model (``test_accuracy``, ...) and the attack's metrics (``auc``, ...),
-  unprefixed.
+  unprefixed;
+- provenance, never part of a result's identity: ``version.<family>`` (the code version of each component,
+  ``version.attack`` the row's attack's) and ``run.<field>`` (the run that last wrote the row: ``run.id``,
+  ``run.time``, ``run.grid``, ``run.grid_path``, ``run.privbench``; see :class:`bench.store.RunRecord`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from bench.spec import Cell, ComponentSpec, Union
+from privkernel.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES
 
 #: Prefix of the facts the training of a cell reports (its defense or engine).
 FACT = "fact."
@@ -40,6 +44,10 @@ LABEL = "label."
 LABELLED = ("dataset", "architecture", "defense")
 #: The ``attack`` value of a union's rows.
 UNION = "union"
+#: Prefix of the columns naming the run that wrote a row (they differ between two runs of the same code).
+RUN = "run."
+#: Prefix of the code versions of a row's components.
+VERSION = "version."
 
 
 @dataclass(frozen=True)
@@ -103,12 +111,18 @@ class AuditedRecords:
     evaluated: np.ndarray
 
 
+#: The registry of each labelled family, for the code versions of a cell's components.
+_REGISTRIES = {"dataset": DATASETS, "architecture": ARCHITECTURES, "defense": DEFENSES}
+
+
 def cell_columns(cell: Cell) -> dict[str, Any]:
-    """The identity columns of a cell (:meth:`bench.spec.Cell.columns`) and its display labels."""
+    """The identity columns of a cell (:meth:`bench.spec.Cell.columns`), its display labels and the code versions
+    of its components."""
     return {
         **cell.columns(),
         "cell": cell.label,
         **{f"{LABEL}{family}": getattr(cell, family).label() for family in LABELLED},
+        **{f"{VERSION}{family}": _REGISTRIES[family].get(getattr(cell, family).name).version for family in LABELLED},
     }
 
 
@@ -118,7 +132,7 @@ def attack_row(cell: Cell, result: TargetResult) -> dict[str, Any]:
     row: dict[str, Any] = {
         **cell_columns(cell), "attack": attack.name, "access": result.access, "knowledge": result.knowledge,
         **{f"attack.{k}": v for k, v in attack.params},
-        "attack_key": attack.label(), "target": result.target,
+        "attack_key": attack.label(), "target": result.target, f"{VERSION}attack": ATTACKS.get(attack.name).version,
     }
     if result.skipped:
         return {**row, "skipped": result.skipped}

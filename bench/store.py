@@ -12,10 +12,18 @@ directly::
     import sqlite3, pandas as pd
     df = pd.read_sql("SELECT * FROM results", sqlite3.connect("results/results.sqlite"))
 
-- ``meta``: ``key``/``value`` pairs, among them ``schema_version`` (:data:`SCHEMA_VERSION`).
+- ``meta``: ``key``/``value`` pairs, among them ``schema_version`` (:data:`SCHEMA_VERSION`);
+- ``runs``: one row per run of a grid (:class:`RunRecord`): its id, grid name and path, privbench version, command,
+  start and end times, status (``running``, ``finished``, ``interrupted``, ``failed``), its cells and the cache
+  entries it computed by stage. Every ``results`` row names the run that last wrote it (``run.id``, ``run.time``,
+  ``run.grid``, ...), so :func:`prune_runs` can remove one run's rows, and only on request;
+- ``grid_rows``: which (cell, attack) rows each grid has written, so that ``--grid NAME`` reads one grid's rows
+  from a store that several grids share, cells they have in common included.
 
 Columns are added as new parameters or metrics appear; their namespaces (identity, display labels, ``fact.`` and
-``attack_fact.``, metrics) are described in :mod:`bench.rows`. Only the driver process writes the store.
+``attack_fact.``, metrics, provenance ``run.``/``version.``) are described in :mod:`bench.rows`. Only the driver
+process of a run writes the store; several runs may write one store at once (SQLite's write-ahead log lets readers
+and one writer proceed together, and a writer waits for another's transaction).
 
 Schema versions: 1 (no ``meta`` table) stored the facts that components report unprefixed (``epsilon`` beside
 ``defense.epsilon``) and no ``label.*`` columns; 2 prefixes them (``fact.epsilon``, ``attack_fact.lira_k_in``)
@@ -25,16 +33,23 @@ and stores the components' display labels. A store of another version is refused
 
 from __future__ import annotations
 
+import json
 import math
+import secrets
+import shlex
 import sqlite3
-from collections.abc import Iterable, Mapping
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.rows import ATTACK_FACT, FACT, LABEL, LABELLED
-from privkernel.errors import BenchError
+from bench import __version__
+from bench.rows import ATTACK_FACT, FACT, LABEL, LABELLED, RUN
+from privkernel.errors import BenchError, did_you_mean
 
 STORE_FILE = "results.sqlite"
 TABLE = "results"
@@ -42,6 +57,10 @@ SAMPLES = "samples"
 PRIMARY_KEY = ("cell_key", "attack_key", "target")
 SAMPLE_COLUMNS = ("cell_key", "attack_key", "target", "record", "label", "member", "score")
 META = "meta"
+RUNS = "runs"
+GRID_ROWS = "grid_rows"
+RUN_COLUMNS = ("id", "grid", "grid_path", "privbench", "command", "started", "finished", "status", "cells", "done",
+               "failed", "computed")
 #: The version of the store's columns this code writes and reads; bump it (and extend :func:`migrate_store`)
 #: whenever a change renames or reinterprets columns.
 SCHEMA_VERSION = 2
@@ -76,8 +95,37 @@ def _sql_type(value: Any) -> str:
     return "TEXT"
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a grid, as the ``runs`` table and the ``run.*`` columns of its rows record it."""
+
+    id: str
+    grid: str
+    grid_path: str
+    started: str
+    privbench: str = __version__
+    command: str = ""
+
+    @classmethod
+    def start(cls, grid: str, grid_path: str, command: Sequence[str] | None = None) -> RunRecord:
+        """A new run: its id is the UTC start time and a random suffix (``20261202T134501Z-3fa9c2``)."""
+        now = time.gmtime()
+        argv = sys.argv if command is None else command
+        return cls(f"{time.strftime('%Y%m%dT%H%M%SZ', now)}-{secrets.token_hex(3)}", grid, grid_path,
+                   time.strftime("%Y-%m-%dT%H:%M:%SZ", now), command=shlex.join(map(str, argv)))
+
+    def columns(self) -> dict[str, str]:
+        """The provenance columns of a row this run writes (``run.time`` is added when it is written)."""
+        return {f"{RUN}id": self.id, f"{RUN}grid": self.grid, f"{RUN}grid_path": self.grid_path,
+                f"{RUN}privbench": self.privbench}
+
+
 class ResultsStore:
-    """Replace the rows of finished cells in ``<results_dir>/results.sqlite``."""
+    """Replace the rows of finished cells in ``<results_dir>/results.sqlite``, recording the run that wrote them."""
 
     def __init__(self, results_dir: Path | str) -> None:
         self.path = store_path(results_dir)
@@ -100,54 +148,93 @@ class ResultsStore:
             ) from None
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60)
+        db = sqlite3.connect(self.path, timeout=120)
+        db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer, nor it them
+        return db
 
-    def write_cell(self, rows: Iterable[Mapping[str, Any]], samples: pd.DataFrame | None = None) -> None:
+    def _transaction(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``body`` in one transaction on the created, schema-checked store; a failed write (a full disk, a
+        read-only file) is a :class:`BenchError` naming the store, and leaves it as it was."""
+        try:
+            db = self._connect()
+            try:
+                with db:
+                    check_schema(db, self.path)
+                    _create_tables(db)
+                    return body(db)
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise BenchError(f"cannot write the results store {self.path} ({exc}); it is as it was before this "
+                             "write: free space there or pass another folder with --results") from None
+
+    def begin_run(self, run: RunRecord, cells: int) -> None:
+        """Record ``run`` as running over ``cells`` cells."""
+        self._transaction(lambda db: db.execute(
+            f"INSERT INTO {RUNS} (id, grid, grid_path, privbench, command, started, status, cells, done, failed) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, 0, 0)",
+            (run.id, run.grid, run.grid_path, run.privbench, run.command, run.started, cells)))
+
+    def end_run(self, run: RunRecord, status: str, done: int, failed: int, computed: Mapping[str, int]) -> None:
+        """Record how ``run`` ended: its status, the cells done and failed, the cache entries computed by stage."""
+        self._transaction(lambda db: db.execute(
+            f"UPDATE {RUNS} SET finished = ?, status = ?, done = ?, failed = ?, computed = ? WHERE id = ?",
+            (_now(), status, done, failed, json.dumps(dict(sorted(computed.items()))), run.id)))
+
+    def write_cell(self, rows: Iterable[Mapping[str, Any]], samples: pd.DataFrame | None = None,
+                   run: RunRecord | None = None) -> None:
         """Replace exactly the (cell, attack, target) rows in ``rows``, and their per-record samples, in one
-        transaction. Rows of other attacks or targets of the same cell stay: a rerun with a shorter attack list,
-        or another grid sharing the cell, never deletes what it did not recompute."""
-        rows = [dict(r) for r in rows]
-        if not rows:
-            return
+        transaction, each row marked with ``run`` (its ``run.*`` columns). Rows of other attacks or targets of the
+        same cell stay: a rerun with a shorter attack list, or another grid sharing the cell, never deletes what it
+        did not recompute."""
+        provenance = {**run.columns(), f"{RUN}time": _now()} if run is not None else {}
+        rows = [{**r, **provenance} for r in rows]
+        if rows:
+            self._transaction(lambda db: self._replace(db, rows, samples, run))
+
+    def _replace(self, db: sqlite3.Connection, rows: list[dict[str, Any]], samples: pd.DataFrame | None,
+                 run: RunRecord | None) -> None:
         columns = list(dict.fromkeys(c for r in rows for c in r))
         replaced = sorted({tuple(r[c] for c in PRIMARY_KEY) for r in rows})
-        db = self._connect()
-        try:
-            with db:
-                check_schema(db, self.path)
-                db.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT)")
-                db.execute(f"INSERT OR IGNORE INTO {META} VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                pk = ", ".join(_quote(c) for c in PRIMARY_KEY)
-                db.execute(
-                    f"CREATE TABLE IF NOT EXISTS {TABLE} (cell_key TEXT, attack_key TEXT, target INTEGER, "
-                    f"PRIMARY KEY ({pk}))"
-                )
-                db.execute(
-                    f"CREATE TABLE IF NOT EXISTS {SAMPLES} (cell_key TEXT, attack_key TEXT, target INTEGER, "
-                    "record INTEGER, label REAL, member INTEGER, score REAL)"
-                )
-                db.execute("DROP INDEX IF EXISTS samples_cell")  # replaced by the row index below
-                db.execute(f"CREATE INDEX IF NOT EXISTS samples_row ON {SAMPLES} (cell_key, attack_key, target)")
-                existing = {row[1] for row in db.execute(f"PRAGMA table_info({TABLE})")}
-                for column in columns:
-                    if column not in existing:
-                        sample = next(r[column] for r in rows if column in r)
-                        db.execute(f"ALTER TABLE {TABLE} ADD COLUMN {_quote(column)} {_sql_type(sample)}")
-                where = " AND ".join(f"{_quote(c)} = ?" for c in PRIMARY_KEY)
-                db.executemany(f"DELETE FROM {TABLE} WHERE {where}", replaced)
-                db.executemany(f"DELETE FROM {SAMPLES} WHERE {where}", replaced)
-                placeholders = ", ".join("?" for _ in columns)
-                db.executemany(
-                    f"INSERT INTO {TABLE} ({', '.join(_quote(c) for c in columns)}) VALUES ({placeholders})",
-                    [[r.get(c) for c in columns] for r in rows],
-                )
-                if samples is not None and len(samples):
-                    db.executemany(
-                        f"INSERT INTO {SAMPLES} VALUES ({', '.join('?' for _ in SAMPLE_COLUMNS)})",
-                        samples[list(SAMPLE_COLUMNS)].itertuples(index=False, name=None),
-                    )
-        finally:
-            db.close()
+        existing = {row[1] for row in db.execute(f"PRAGMA table_info({TABLE})")}
+        for column in columns:
+            if column not in existing:
+                sample = next(r[column] for r in rows if column in r)
+                db.execute(f"ALTER TABLE {TABLE} ADD COLUMN {_quote(column)} {_sql_type(sample)}")
+        where = " AND ".join(f"{_quote(c)} = ?" for c in PRIMARY_KEY)
+        db.executemany(f"DELETE FROM {TABLE} WHERE {where}", replaced)
+        db.executemany(f"DELETE FROM {SAMPLES} WHERE {where}", replaced)
+        placeholders = ", ".join("?" for _ in columns)
+        db.executemany(
+            f"INSERT INTO {TABLE} ({', '.join(_quote(c) for c in columns)}) VALUES ({placeholders})",
+            [[r.get(c) for c in columns] for r in rows],
+        )
+        if samples is not None and len(samples):
+            db.executemany(
+                f"INSERT INTO {SAMPLES} VALUES ({', '.join('?' for _ in SAMPLE_COLUMNS)})",
+                samples[list(SAMPLE_COLUMNS)].itertuples(index=False, name=None),
+            )
+        if run is not None:
+            db.executemany(f"INSERT OR IGNORE INTO {GRID_ROWS} VALUES (?, ?, ?)",
+                           sorted({(run.grid, r["cell_key"], r["attack_key"]) for r in rows}))
+
+
+def _create_tables(db: sqlite3.Connection) -> None:
+    """Create what is missing of the current schema (every table and index; columns come with the rows)."""
+    db.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT)")
+    db.execute(f"INSERT OR IGNORE INTO {META} VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    pk = ", ".join(_quote(c) for c in PRIMARY_KEY)
+    db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (cell_key TEXT, attack_key TEXT, target INTEGER, "
+               f"PRIMARY KEY ({pk}))")
+    db.execute(f"CREATE TABLE IF NOT EXISTS {SAMPLES} (cell_key TEXT, attack_key TEXT, target INTEGER, "
+               "record INTEGER, label REAL, member INTEGER, score REAL)")
+    db.execute("DROP INDEX IF EXISTS samples_cell")  # replaced by the row index below
+    db.execute(f"CREATE INDEX IF NOT EXISTS samples_row ON {SAMPLES} (cell_key, attack_key, target)")
+    db.execute(f"CREATE TABLE IF NOT EXISTS {RUNS} (id TEXT PRIMARY KEY, grid TEXT, grid_path TEXT, privbench TEXT, "
+               "command TEXT, started TEXT, finished TEXT, status TEXT, cells INTEGER, done INTEGER, failed INTEGER, "
+               "computed TEXT)")
+    db.execute(f"CREATE TABLE IF NOT EXISTS {GRID_ROWS} (grid TEXT, cell_key TEXT, attack_key TEXT, "
+               "PRIMARY KEY (grid, cell_key, attack_key))")
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:
@@ -196,13 +283,91 @@ def _read_table(results_dir: Path | str, table: str) -> pd.DataFrame:
         db.close()
 
 
-def read_store(results_dir: Path | str) -> pd.DataFrame:
-    """The ``results`` table, one row per cell × attack × target, sorted by its key and column name."""
+def read_store(results_dir: Path | str, grid: str | None = None) -> pd.DataFrame:
+    """The ``results`` table, one row per cell × attack × target, sorted by its key and column name; with ``grid``,
+    only the rows that grid has written (:data:`GRID_ROWS`), shared cells included."""
     df = _read_table(results_dir, TABLE)
+    if grid is not None:
+        df = df.merge(_grid_rows(results_dir, grid), on=["cell_key", "attack_key"])
     df["target"] = df["target"].astype(int)
     # columns appear in the order cells finished: give them a stable order
     df = df[list(PRIMARY_KEY) + sorted(c for c in df.columns if c not in PRIMARY_KEY)]
     return df.sort_values(list(PRIMARY_KEY), ignore_index=True)
+
+
+def without_provenance(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` without the ``run.*`` columns, which differ between two runs of the same code: what two stores
+    must share to hold the same results."""
+    return rows.drop(columns=[c for c in rows.columns if c.startswith(RUN)])
+
+
+def _grid_rows(results_dir: Path | str, grid: str) -> pd.DataFrame:
+    """The (cell_key, attack_key) pairs grid ``grid`` has written; an unknown grid is refused with the known ones."""
+    path = store_path(results_dir)
+    db = sqlite3.connect(path)
+    try:
+        if GRID_ROWS not in _tables(db):
+            raise BenchError(f"the results store {path} does not record which grid wrote its rows (it predates "
+                             "`--grid` filters); rerun the grid into it, or read it without --grid")
+        pairs = pd.read_sql(f"SELECT cell_key, attack_key FROM {GRID_ROWS} WHERE grid = ?", db, params=(grid,))
+        if pairs.empty:
+            known = [r[0] for r in db.execute(f"SELECT DISTINCT grid FROM {GRID_ROWS} ORDER BY grid")]
+            raise BenchError(f"no rows of grid {grid!r} in {path}{did_you_mean(grid, known)}; its grids: "
+                             f"{', '.join(known) or 'none'} (see `python -m bench store --results {results_dir}`)")
+        return pairs
+    finally:
+        db.close()
+
+
+def list_runs(results_dir: Path | str) -> pd.DataFrame:
+    """The ``runs`` table in the order the runs began, with ``rows``: how many ``results`` rows each run last
+    wrote."""
+    _read_table(results_dir, RUNS)  # the checks: a store, of this schema, with runs
+    db = sqlite3.connect(store_path(results_dir))
+    try:
+        runs = pd.read_sql(f"SELECT * FROM {RUNS} ORDER BY rowid", db)
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({TABLE})")}
+        if f"{RUN}id" in columns:
+            counts = dict(db.execute(f"SELECT {_quote(RUN + 'id')}, COUNT(*) FROM {TABLE} GROUP BY 1").fetchall())
+        else:
+            counts = {}
+    finally:
+        db.close()
+    runs["rows"] = runs["id"].map(counts).fillna(0).astype(int)
+    return runs
+
+
+def prune_runs(results_dir: Path | str, run_ids: Iterable[str], dry_run: bool = False) -> dict[str, int]:
+    """Delete the runs ``run_ids``: the ``results`` rows each last wrote, their samples, and the runs' records, in
+    one transaction; return the counts (``runs``, ``rows``, ``samples``). Rows another run rewrote since are that
+    run's and stay. An unknown id is refused before anything is deleted. With ``dry_run`` only count."""
+    path, ids = store_path(results_dir), list(dict.fromkeys(run_ids))
+    known = set(list_runs(results_dir)["id"])
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise BenchError(f"no run {unknown[0]!r} in {path}{did_you_mean(unknown[0], known)}; list the runs with "
+                         f"`python -m bench store --results {results_dir}`")
+    db = sqlite3.connect(path, timeout=120)
+    try:
+        with db:
+            marks = ", ".join("?" for _ in ids)
+            run_id = _quote(f"{RUN}id")
+            keys = f"SELECT cell_key, attack_key, target FROM {TABLE} WHERE {run_id} IN ({marks})"
+            counts = {
+                "runs": len(ids),
+                "rows": db.execute(f"SELECT COUNT(*) FROM ({keys})", ids).fetchone()[0],
+                "samples": db.execute(f"SELECT COUNT(*) FROM {SAMPLES} WHERE (cell_key, attack_key, target) IN "
+                                      f"({keys})", ids).fetchone()[0],
+            }
+            if not dry_run:
+                db.execute(f"DELETE FROM {SAMPLES} WHERE (cell_key, attack_key, target) IN ({keys})", ids)
+                db.execute(f"DELETE FROM {TABLE} WHERE {run_id} IN ({marks})", ids)
+                db.execute(f"DELETE FROM {RUNS} WHERE id IN ({marks})", ids)
+                db.execute(f"DELETE FROM {GRID_ROWS} WHERE NOT EXISTS (SELECT 1 FROM {TABLE} r WHERE "
+                           f"r.cell_key = {GRID_ROWS}.cell_key AND r.attack_key = {GRID_ROWS}.attack_key)")
+            return counts
+    finally:
+        db.close()
 
 
 def read_samples(results_dir: Path | str, cell_key: str | None = None) -> pd.DataFrame:

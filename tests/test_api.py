@@ -16,6 +16,7 @@ import pytest
 import privbench
 from bench.cli import main
 from bench.grid import available_grids, resolve_grid_path
+from bench.store import without_provenance
 from privkernel.errors import BenchError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ def test_the_readme_api_example_runs_from_any_folder(tmp_path):
     script = tmp_path / "example.py"
     script.write_text(readme_api_example() + textwrap.dedent("""
         assert len(df) > 0 and {"defense", "attack", "auc"} <= set(df.columns)
-        assert set(df["grid"]) == {"smoke"}
+        assert set(df["run.grid"]) == {"smoke"}
         print("rows", len(df))
     """))
     env = {**os.environ, "PRIVBENCH_CACHE": str(tmp_path / "cache")}
@@ -65,7 +66,7 @@ def test_run_grid_returns_the_rows_that_the_cli_stores(tmp_path):
                  "--results", str(tmp_path / "cli")]) == 0
     stored = privbench.read_store(tmp_path / "cli")
     assert len(rows) == 2 * 2  # 2 attacks × 2 targets
-    pd.testing.assert_frame_equal(rows.drop(columns="grid"), stored.drop(columns="grid"))
+    pd.testing.assert_frame_equal(without_provenance(rows), without_provenance(stored))
     assert privbench.read_store(tmp_path / "api").equals(rows)
     samples = privbench.read_samples(tmp_path / "api")
     assert set(samples["cell_key"]) == set(rows["cell_key"]) and samples["member"].dtype == bool
@@ -75,7 +76,7 @@ def test_run_grid_returns_only_its_own_cells_from_a_shared_store(tmp_path):
     privbench.run_grid(TINY_GRID, cache_dir=tmp_path / "cache", results=tmp_path / "store")
     other = {**TINY_GRID, "name": "other", "seeds": [1]}
     rows = privbench.run_grid(other, cache_dir=tmp_path / "cache", results=tmp_path / "store")
-    assert set(rows["grid"]) == {"other"} and set(rows["seed"]) == {1}
+    assert set(rows["run.grid"]) == {"other"} and set(rows["seed"]) == {1}
     assert len(privbench.read_store(tmp_path / "store")) == 2 * len(rows)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from bench.cli import main
 from bench.metrics import auc
-from bench.store import read_samples, read_store, store_path
+from bench.store import list_runs, read_samples, read_store, store_path, without_provenance
 from privkernel.registry import ATTACKS, DATASETS
 from targets.datasets import Dataset
 from tests.attack_data import pairwise_auc
@@ -54,7 +54,7 @@ def test_grid_writes_one_row_per_cell_attack_target_and_rerun_is_cached(tiny_gri
 
     assert run_grid(tiny_grid, workdirs) == 0
     assert "2 entirely from the cache" in capsys.readouterr().err
-    pd.testing.assert_frame_equal(read_store(workdirs["results"]), first)
+    pd.testing.assert_frame_equal(without_provenance(read_store(workdirs["results"])), without_provenance(first))
 
 
 @pytest.fixture
@@ -87,7 +87,8 @@ def test_process_pool_gives_the_same_store(tiny_grid, tmp_path, workdirs):
     pooled = {"cache": tmp_path / "cache2", "results": tmp_path / "results2"}
     assert run_grid(tiny_grid, pooled, "--workers", "2") == 0
     # torch may pick other kernels with one thread per worker: equal up to float rounding
-    pd.testing.assert_frame_equal(read_store(pooled["results"]), read_store(workdirs["results"]), rtol=1e-4)
+    pd.testing.assert_frame_equal(without_provenance(read_store(pooled["results"])),
+                                  without_provenance(read_store(workdirs["results"])), rtol=1e-4)
 
 
 def test_a_failing_cell_loses_nothing(tiny_grid, tmp_path, workdirs, capsys):
@@ -106,7 +107,8 @@ def test_a_failing_cell_loses_nothing(tiny_grid, tmp_path, workdirs, capsys):
     assert "broken" not in ATTACKS  # the registration ended with the block
     err = capsys.readouterr().err
     assert "3 failed" in err and "FloatingPointError: boom" in err and "Traceback" not in err
-    pd.testing.assert_frame_equal(read_store(workdirs["results"]), before)  # the old rows are intact
+    # the old rows are intact
+    pd.testing.assert_frame_equal(without_provenance(read_store(workdirs["results"])), without_provenance(before))
 
 
 def test_unwritable_results_folder_exits_2(tiny_grid, tmp_path, workdirs, capsys):
@@ -125,25 +127,66 @@ def _store_cells(results: Path) -> int:
         return 0
 
 
-def test_sigkill_midway_then_rerun_gives_the_uninterrupted_store(tmp_path):
-    grid = write_grid(tmp_path, {**TINY_GRID, "seeds": [0, 1, 2, 3], "training": {"epochs": 25, "batch_size": 16}})
-    n_cells = 8
+def _midway_grid(tmp_path: Path) -> Path:
+    """Eight cells that take a few seconds in all: time to stop a run between them."""
+    return write_grid(tmp_path, {**TINY_GRID, "seeds": [0, 1, 2, 3], "training": {"epochs": 25, "batch_size": 16}})
 
-    def command(name: str) -> list[str]:
-        return [sys.executable, "-m", "bench", "grid", "--grid", str(grid), "--quiet",
-                "--cache-dir", str(tmp_path / name / "cache"), "--results", str(tmp_path / name / "results")]
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(command("clean"), check=True, env=env, capture_output=True)
+def _grid_command(grid: Path, folder: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "bench", "grid", "--grid", str(grid), "--quiet", "--cache-dir",
+            str(folder / "cache"), "--results", str(folder / "results"), *extra]
 
-    killed = subprocess.Popen(command("killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+def _stop_midway(command: list[str], results: Path, signum: int) -> subprocess.Popen:
+    """Start ``command``, and send ``signum`` once two cells are in the store."""
+    process = subprocess.Popen(command, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while _store_cells(tmp_path / "killed" / "results") < 2 and time.monotonic() < deadline:
+    while _store_cells(results) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert 2 <= _store_cells(tmp_path / "killed" / "results") < n_cells, "the kill did not land midway"
+    process.send_signal(signum)
+    return process
 
-    subprocess.run(command("killed"), check=True, env=env, capture_output=True)
-    pd.testing.assert_frame_equal(read_store(tmp_path / "killed" / "results"),
-                                  read_store(tmp_path / "clean" / "results"))
+
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+N_MIDWAY_CELLS = 8
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """The midway grid, and the store of one run of it that nothing stopped."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    grid = _midway_grid(folder)
+    subprocess.run(_grid_command(grid, folder), check=True, env=ONE_THREAD, capture_output=True)
+    return grid, without_provenance(read_store(folder / "results"))
+
+
+def test_sigkill_midway_then_rerun_gives_the_uninterrupted_store(tmp_path, uninterrupted):
+    grid, clean = uninterrupted
+    killed = _stop_midway(_grid_command(grid, tmp_path / "killed"), tmp_path / "killed" / "results", signal.SIGKILL)
+    killed.wait()
+    assert 2 <= _store_cells(tmp_path / "killed" / "results") < N_MIDWAY_CELLS, "the kill did not land midway"
+
+    subprocess.run(_grid_command(grid, tmp_path / "killed"), check=True, env=ONE_THREAD, capture_output=True)
+    pd.testing.assert_frame_equal(without_provenance(read_store(tmp_path / "killed" / "results")), clean)
+
+
+@pytest.mark.parametrize("signum, workers", [(signal.SIGINT, "1"), (signal.SIGTERM, "2")])
+def test_a_stop_signal_ends_the_run_after_its_stage_with_one_line_and_a_rerun_resumes(tmp_path, uninterrupted,
+                                                                                      signum, workers):
+    grid, clean = uninterrupted
+    stopped = _stop_midway(_grid_command(grid, tmp_path / "stopped", "--workers", workers),
+                           tmp_path / "stopped" / "results", signum)
+    _, err = stopped.communicate(timeout=120)
+    assert stopped.returncode == 128 + signum, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in err, err  # the announcement, then what was kept
+    assert lines[1].startswith(f"stopped by {signal.Signals(signum).name} after the current stages:")
+    assert "rerun the same command to resume" in lines[1]
+    assert _store_cells(tmp_path / "stopped" / "results") < N_MIDWAY_CELLS, "the run ended before the signal"
+    assert not list((tmp_path / "stopped" / "cache").rglob(".*.lock"))
+    assert not list((tmp_path / "stopped" / "cache").rglob(".*.tmp"))
+
+    subprocess.run(_grid_command(grid, tmp_path / "stopped"), check=True, env=ONE_THREAD, capture_output=True)
+    pd.testing.assert_frame_equal(without_provenance(read_store(tmp_path / "stopped" / "results")), clean,
+                                  rtol=1e-4)
+    assert list(list_runs(tmp_path / "stopped" / "results")["status"]) == ["interrupted", "finished"]
