@@ -11,6 +11,16 @@ from typing import Any, Literal
 
 import numpy as np
 
+from attacks.signals import true_class_log_probs
+
+#: The outputs of an :class:`AttackData` whose true-class signals :meth:`AttackData.true_class` gives.
+TrueClassPart = Literal["target", "references", "population_target", "population_references"]
+#: The field holding each part's precomputed signals.
+TRUE_CLASS_FIELDS: dict[str, str] = {
+    "target": "target_true_class", "references": "reference_true_class",
+    "population_target": "population_target_true_class", "population_references": "population_reference_true_class",
+}
+
 
 @dataclass(frozen=True)
 class PerModel:
@@ -79,6 +89,11 @@ class AttackData:
         For federated cells and an insider's view: the outputs after each of ``T`` rounds (of the global model,
         or of one site's local model) of the target ``[T, N, C]`` and the references ``[T, R, N, C]``, and on
         the population ``[T, P, C]``, ``[T, R, P, C]``; ``None`` unless an attack asked for them.
+    target_true_class, reference_true_class, population_target_true_class, population_reference_true_class
+        Classification: ``log p_y`` and ``log(1 − p_y)`` of the outputs above, stacked on a last axis of 2
+        (``[N, 2]``, ``[R, N, 2]``, ``[P, 2]``, ``[R, P, 2]``), as an audit computes them once for all its models
+        (:func:`attacks.signals.model_signals`); read them with :meth:`true_class`, which computes them from the
+        outputs when they are not given.
     """
 
     target: np.ndarray = per_model("outputs", "target")
@@ -106,6 +121,11 @@ class AttackData:
     population_target_rounds: np.ndarray | None = per_model("population_rounds", "target", axis=1, default=None)
     population_reference_rounds: np.ndarray | None = per_model("population_rounds", "references", axis=1,
                                                                 default=None)
+    target_true_class: np.ndarray | None = per_model("true_class", "target", default=None)
+    reference_true_class: np.ndarray | None = per_model("true_class", "references", default=None)
+    population_target_true_class: np.ndarray | None = per_model("population_true_class", "target", default=None)
+    population_reference_true_class: np.ndarray | None = per_model("population_true_class", "references",
+                                                                    default=None)
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -131,6 +151,10 @@ class AttackData:
                     f"inconsistent shadow inputs: shadow_outputs {s_shape}, shadow_labels "
                     f"{np.shape(self.shadow_labels)}, shadow_keep {np.shape(self.shadow_keep)}"
                 )
+        for part, name in TRUE_CLASS_FIELDS.items():
+            given, outputs = getattr(self, name), getattr(self, part)
+            if given is not None and (outputs is None or np.shape(given) != (*np.shape(outputs)[:-1], 2)):
+                raise ValueError(f"inconsistent {name}: {np.shape(given)} for outputs {np.shape(outputs)}")
         if self.features is not None and len(self.features) != n:
             raise ValueError(f"inconsistent features: {self.features.shape} for {n} pool points")
         if self.population_features is not None and (
@@ -141,6 +165,16 @@ class AttackData:
     @property
     def n_references(self) -> int:
         return len(self.references)
+
+    def true_class(self, part: TrueClassPart) -> tuple[np.ndarray, np.ndarray]:
+        """``log p_y`` and ``log(1 − p_y)`` (:func:`attacks.signals.true_class_log_probs`) of the outputs of
+        ``part`` (``"target"``, ``"references"``, ``"population_target"`` or ``"population_references"``) on their
+        records, read from the audit's signals when it gave them, else computed from the outputs."""
+        given = getattr(self, TRUE_CLASS_FIELDS[part])
+        if given is not None:
+            return given[..., 0], given[..., 1]
+        labels = self.population_labels if part.startswith("population") else self.labels
+        return true_class_log_probs(getattr(self, part), labels)
 
     def labelled_outputs(self) -> LabelledOutputs | None:
         """The outputs with known membership that a rule-learning attack learns on: the shadow models' on their
@@ -278,25 +312,3 @@ class AttackOutput:
     info: dict[str, float] = field(default_factory=dict)
     threshold: float | None = None
     class_thresholds: dict[int, float] | None = None
-
-
-def true_class_loss(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Cross-entropy −log p_y of each point, accurate also when p_y rounds to 1.
-
-    Near p_y = 1 the released log p_y is rounding noise (float32 holds 1 − 1e-7 at best), which would tie
-    the most confident points. The other classes' probabilities are still exact, so the loss is computed as
-    −log1p(−Σ_{j≠y} p_j) there, and as −log p_y where p_y < 1/2.
-
-    Parameters
-    ----------
-    log_probs
-        Released log-probabilities ``[..., N, C]``.
-    labels
-        True classes ``[N]``.
-    """
-    log_probs = np.asarray(log_probs, dtype=np.float64)
-    on_label = np.arange(log_probs.shape[-1]) == np.asarray(labels)[:, None]
-    log_p_y = np.where(on_label, log_probs, 0.0).sum(-1)
-    p_wrong = np.where(on_label, 0.0, np.exp(log_probs)).sum(-1)
-    confident = p_wrong < 0.5
-    return np.where(confident, -np.log1p(-np.minimum(p_wrong, 0.5)), -log_p_y)

@@ -31,8 +31,8 @@ import numpy as np
 
 from attacks.base import AttackData, AttackOutput
 from attacks.lira import confidence_statistics, equal_count_masks
-from attacks.metric import clean_log_probs, true_class_log_probs
 from attacks.requirements import Release, always
+from attacks.signals import clean_log_probs, true_class_log_probs
 from privkernel.registry import ATTACKS, Param
 
 #: Bounds of the fitted prior pseudo-counts: ``α0`` (half the variance pseudo-count ``ν0``) and ``κ0``. The upper
@@ -279,8 +279,8 @@ def tempered_log_confidence(log_probs: np.ndarray, labels: np.ndarray, temperatu
 
     Released log-probabilities are the logits up to a per-output constant, so this equals the softmax of the
     logits divided by ``T``. Computed as ``−log(1 + Σ_{j≠y} exp((ℓ_j − ℓ_y)/T))`` from the floored release
-    (:func:`attacks.metric.clean_log_probs`) with the accurate ``ℓ_y`` of
-    :func:`attacks.metric.true_class_log_probs`, so it stays exact where ``p_y`` rounds to 1.
+    (:func:`attacks.signals.clean_log_probs`) with the accurate ``ℓ_y`` of
+    :func:`attacks.signals.true_class_log_probs`, so it stays exact where ``p_y`` rounds to 1.
     """
     from scipy.special import logsumexp
 

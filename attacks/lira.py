@@ -9,15 +9,15 @@ from __future__ import annotations
 import numpy as np
 
 from attacks.base import AttackData, AttackOutput
-from attacks.metric import true_class_log_probs
 from attacks.requirements import Release, always
+from attacks.signals import true_class_log_probs
 from privkernel.registry import ATTACKS, Param
 
 
 def log_odds(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """LiRA's logit-scaled confidence ``φ = log(p_y / (1 − p_y)) = log p_y − log Σ_{j≠y} p_j``.
 
-    Both terms come from :func:`attacks.metric.true_class_log_probs`, so ``φ`` stays accurate where ``p_y``
+    Both terms come from :func:`attacks.signals.true_class_log_probs`, so ``φ`` stays accurate where ``p_y``
     rounds to 1 or to 0; it is bounded by ``±LOG_FLOOR`` (≈ ±103) for degenerate releases.
     """
     log_p_y, log_rest = true_class_log_probs(log_probs, labels)
@@ -44,7 +44,8 @@ def confidence_statistics(data: AttackData, attack: str) -> tuple[np.ndarray, np
     if data.task == "regression":
         residual_t, residual_r = data.residuals()
         return -np.abs(residual_t), -np.abs(residual_r), keep
-    return log_odds(data.target, data.labels), log_odds(data.references, data.labels), keep
+    (log_p_t, log_rest_t), (log_p_r, log_rest_r) = data.true_class("target"), data.true_class("references")
+    return log_p_t - log_rest_t, log_p_r - log_rest_r, keep  # log_odds, from the audit's shared signals
 
 
 def equal_count_masks(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:

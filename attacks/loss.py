@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.base import AttackData, AttackOutput, true_class_loss
+from attacks.base import AttackData, AttackOutput
 from attacks.requirements import Release, always
 from attacks.roc import best_threshold
+from attacks.signals import true_class_loss
 from privkernel.registry import ATTACKS
 
 

@@ -11,8 +11,8 @@ record is flagged when ``v ≥ τ``, and ties go to the first best candidate. Th
 with decision threshold 0: "score ≥ 0" is exactly the thresholded decision, and the ROC curve compares
 class-normalized values.
 
-The helpers here (:func:`clean_log_probs`, :func:`true_class_log_probs`, :func:`entropy`,
-:func:`modified_entropy`) are shared by the other attack modules.
+The statistics here (:func:`entropy`, :func:`modified_entropy`) are shared by the other attack modules; the
+true-class signals come from :mod:`attacks.signals`.
 """
 
 from __future__ import annotations
@@ -21,15 +21,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from attacks.base import AttackData, AttackOutput, true_class_loss
+from attacks.base import AttackData, AttackOutput
 from attacks.requirements import Release, always
 from attacks.roc import balanced_accuracy_has_signal, best_threshold
+from attacks.signals import LOG_FLOOR, clean_log_probs, true_class_log_probs, true_class_loss, true_class_mask
 from privkernel.registry import ATTACKS, Param
-
-#: Floor of a released log-probability: log of the smallest positive float32 (≈ −103.3). A release may hold
-#: exact zeros (rounding, top-k, label-only defenses); flooring them keeps every signal finite while leaving
-#: any probability a float32 softmax can produce unchanged.
-LOG_FLOOR = float(np.log(np.finfo(np.float32).smallest_subnormal))
 
 THRESHOLDS_PARAM = Param(
     "thresholds", str, "class",
@@ -42,39 +38,6 @@ PLACEMENT_PARAM = Param(
     "between it and the next lower value",
     choices=("observed", "midpoint"),
 )
-
-
-def clean_log_probs(log_probs: np.ndarray) -> np.ndarray:
-    """Released log-probabilities as float64, clipped to ``[LOG_FLOOR, 0]`` (−inf becomes ``LOG_FLOOR``)."""
-    return np.clip(np.asarray(log_probs, dtype=np.float64), LOG_FLOOR, 0.0)
-
-
-def _on_label(n_classes: int, labels: np.ndarray) -> np.ndarray:
-    """Boolean mask ``[N, C]`` of each point's true class (broadcasts against ``[..., N, C]``)."""
-    return np.arange(n_classes) == np.asarray(labels)[:, None]
-
-
-def true_class_log_probs(log_probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``log p_y`` and ``log(1 − p_y)`` of each point, both accurate to the release's precision.
-
-    ``log p_y`` is ``−true_class_loss`` (exact also where ``p_y`` rounds to 1); ``log(1 − p_y)`` is
-    ``log Σ_{j≠y} p_j`` computed by a log-sum-exp over the other classes, never from ``1 − p_y``.
-    Both are floored at :data:`LOG_FLOOR` so that degenerate releases (one class, one-hot) stay finite.
-
-    Parameters
-    ----------
-    log_probs
-        Released log-probabilities ``[..., N, C]``.
-    labels
-        True classes ``[N]``.
-    """
-    from scipy.special import logsumexp
-
-    lp = clean_log_probs(log_probs)
-    on_label = _on_label(lp.shape[-1], labels)
-    log_p_y = np.maximum(-true_class_loss(lp, labels), LOG_FLOOR)
-    log_rest = np.maximum(logsumexp(np.where(on_label, -np.inf, lp), axis=-1), LOG_FLOOR)
-    return log_p_y, log_rest
 
 
 def confidence(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -108,7 +71,7 @@ def modified_entropy(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
     lp = clean_log_probs(log_probs)
     n_classes = lp.shape[-1]
-    on_label = _on_label(n_classes, labels)
+    on_label = true_class_mask(n_classes, labels)
     log_p_y, log_rest = true_class_log_probs(lp, labels)
     p = np.exp(lp)
     is_top = np.arange(n_classes) == lp.argmax(-1)[..., None]

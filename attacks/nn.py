@@ -12,8 +12,8 @@ import numpy as np
 
 from attacks.base import AttackData
 from attacks.classifier import member_probabilities
-from attacks.metric import clean_log_probs
 from attacks.requirements import Release, always
+from attacks.signals import clean_log_probs
 from privkernel.registry import ATTACKS, Param
 
 

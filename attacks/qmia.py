@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from attacks.base import AttackData, AttackOutput
-from attacks.metric import LOG_FLOOR, clean_log_probs, true_class_log_probs
 from attacks.requirements import Population, RecordFeatures, Release, always
+from attacks.signals import LOG_FLOOR, clean_log_probs, true_class_log_probs
 from privkernel.registry import ATTACKS, Param
 
 #: Fewest population records QMIA fits on: below this a tail quantile of the score cannot be estimated.
@@ -30,8 +30,8 @@ def hinge_score(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The paper's score ``s(x, y) = z_y − max_{j≠y} z_j`` of the logits ``z``, from the released log-probabilities.
 
     The log-softmax shifts every logit by the same constant, so ``log p_y − max_{j≠y} log p_j`` is exactly the logit
-    margin. ``log p_y`` comes from :func:`attacks.metric.true_class_log_probs` (accurate where ``p_y`` rounds to 1);
-    both terms are floored at :data:`attacks.metric.LOG_FLOOR`, so the score is finite (within about ±103) for
+    margin. ``log p_y`` comes from :func:`attacks.signals.true_class_log_probs` (accurate where ``p_y`` rounds to 1);
+    both terms are floored at :data:`attacks.signals.LOG_FLOOR`, so the score is finite (within about ±103) for
     releases with exact zeros. With two classes it equals LiRA's log-odds ``log(p_y / (1 − p_y))``.
     """
     lp = clean_log_probs(log_probs)

@@ -6,11 +6,12 @@ ICML 2024.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from attacks.base import AttackData, AttackOutput
 from attacks.lira import equal_count_masks
-from attacks.metric import true_class_log_probs
 from attacks.requirements import Population, Release, always
 from attacks.roc import auc, tpr_at_fpr
 from privkernel.registry import ATTACKS, Param
@@ -49,6 +50,30 @@ def _offline_correction(log_pr_out: np.ndarray, a: float) -> np.ndarray:
         return np.logaddexp(np.log1p(a) + log_pr_out, np.log1p(-a)) - np.log(2.0)
 
 
+@dataclass(frozen=True)
+class _PoolMeans:
+    """``log`` of the mean ``p_y(x)`` over each pool point's IN and OUT references, and whether it has any."""
+
+    log_in: np.ndarray
+    log_out: np.ndarray
+    has_in: np.ndarray
+    has_out: np.ndarray
+
+    @classmethod
+    def of(cls, log_p_refs: np.ndarray, keep: np.ndarray, equalize_refs: bool) -> _PoolMeans:
+        keep = np.asarray(keep, dtype=bool)
+        use_in, use_out = equal_count_masks(keep)[:2] if equalize_refs else (keep, ~keep)
+        return cls(_log_mean(log_p_refs, use_in), _log_mean(log_p_refs, use_out), keep.any(0), (~keep).any(0))
+
+    def log_pr_x(self, mode: str, a: float) -> tuple[np.ndarray, int]:
+        """``log Pr(x)`` (see :func:`_log_pr_x`) and the count of points without an OUT reference (offline)."""
+        if mode == "online":
+            both = np.logaddexp(self.log_in, self.log_out) - np.log(2.0)
+            return np.where(self.has_in & self.has_out, both, np.where(self.has_in, self.log_in, self.log_out)), 0
+        return (np.where(self.has_out, _offline_correction(self.log_out, a), self.log_in),
+                int((~self.has_out).sum()))
+
+
 def _log_pr_x(
     log_p_refs: np.ndarray, keep: np.ndarray, mode: str, a: float, equalize_refs: bool
 ) -> tuple[np.ndarray, int]:
@@ -60,22 +85,19 @@ def _log_pr_x(
     reference (counted) uses the mean over its references, all IN, instead. With ``equalize_refs`` the means
     run over the same number of IN and of OUT references for every point (:func:`attacks.lira.equal_count_masks`).
     """
-    keep = np.asarray(keep, dtype=bool)
-    use_in, use_out = equal_count_masks(keep)[:2] if equalize_refs else (keep, ~keep)
-    log_in, log_out = _log_mean(log_p_refs, use_in), _log_mean(log_p_refs, use_out)
-    has_in, has_out = keep.any(0), (~keep).any(0)
-    if mode == "online":
-        both = np.logaddexp(log_in, log_out) - np.log(2.0)
-        return np.where(has_in & has_out, both, np.where(has_in, log_in, log_out)), 0
-    return np.where(has_out, _offline_correction(log_out, a), log_in), int((~has_out).sum())
+    return _PoolMeans.of(log_p_refs, keep, equalize_refs).log_pr_x(mode, a)
 
 
-def _log_pr_z(log_p_refs_z: np.ndarray, mode: str, a: float) -> np.ndarray:
-    """``log Pr(z)`` of the population points: every reference is OUT for ``z``; offline applies ``a``."""
+def _log_out_z(log_p_refs_z: np.ndarray) -> np.ndarray:
+    """``log`` of the mean ``p_y(z)`` over the references, all OUT for a population point ``z``."""
     from scipy.special import logsumexp
 
-    log_out = logsumexp(log_p_refs_z, axis=0) - np.log(len(log_p_refs_z))
-    return log_out if mode == "online" else _offline_correction(log_out, a)
+    return logsumexp(log_p_refs_z, axis=0) - np.log(len(log_p_refs_z))
+
+
+def _log_pr_z(log_out_z: np.ndarray, mode: str, a: float) -> np.ndarray:
+    """``log Pr(z)`` of the population points from :func:`_log_out_z`; offline applies ``a``."""
+    return log_out_z if mode == "online" else _offline_correction(log_out_z, a)
 
 
 def pairwise_fraction(log_ratio_x: np.ndarray, log_ratio_z: np.ndarray, gamma: float) -> np.ndarray:
@@ -130,9 +152,19 @@ def rmia_scores(
     scores, n_no_out
         Scores ``[N]`` and the number of pool points without an OUT reference (offline only).
     """
-    log_pr_x, n_no_out = _log_pr_x(log_p_refs, keep, mode, a, equalize_refs)
+    means, log_out_z = _PoolMeans.of(log_p_refs, keep, equalize_refs), _log_out_z(log_p_refs_z)
+    return _scores_of(log_p_target, means, log_p_target_z, log_out_z, mode, gamma, a, tie_break)
+
+
+def _scores_of(
+    log_p_target: np.ndarray, means: _PoolMeans, log_p_target_z: np.ndarray, log_out_z: np.ndarray, mode: str,
+    gamma: float, a: float, tie_break: str,
+) -> tuple[np.ndarray, int]:
+    """:func:`rmia_scores` from the references' means, which do not depend on ``a`` (so :func:`tune_a` computes
+    them once per pseudo-target)."""
+    log_pr_x, n_no_out = means.log_pr_x(mode, a)
     log_ratio_x = log_p_target - log_pr_x
-    log_ratio_z = log_p_target_z - _log_pr_z(log_p_refs_z, mode, a)
+    log_ratio_z = log_p_target_z - _log_pr_z(log_out_z, mode, a)
     fraction = pairwise_fraction(log_ratio_x, log_ratio_z, gamma)
     if tie_break == "ratio":
         fraction = break_ties(fraction, log_ratio_x, log_ratio_z)
@@ -170,8 +202,10 @@ def tune_a(
         if member.all() or not member.any():
             continue
         others = np.arange(n_refs) != r
-        scores = [rmia_scores(log_p_refs[r], log_p_refs[others], keep[others], log_p_refs_z[r], log_p_refs_z[others],
-                              "offline", gamma, a, equalize_refs, tie_break)[0] for a in A_GRID]
+        means = _PoolMeans.of(log_p_refs[others], keep[others], equalize_refs)
+        log_out_z = _log_out_z(log_p_refs_z[others])
+        scores = [_scores_of(log_p_refs[r], means, log_p_refs_z[r], log_out_z, "offline", gamma, a, tie_break)[0]
+                  for a in A_GRID]
         tprs.append([tpr_at_fpr(sc, member, tune_fpr) for sc in scores])
         aucs.append([auc(sc, member) for sc in scores])
     if not aucs:
@@ -270,14 +304,13 @@ def rmia_attack(
     chosen = np.arange(n_pop)
     if n_pop > n_population:
         chosen = np.sort(np.random.default_rng(seed).choice(n_pop, n_population, replace=False))
-    pop_labels = np.asarray(data.population_labels)[chosen]
     if data.task == "regression":
         log_p_t, log_p_r, log_p_tz, log_p_rz = _gaussian_log_likelihoods(data, chosen)
     else:
-        log_p_t, _ = true_class_log_probs(data.target, data.labels)
-        log_p_r, _ = true_class_log_probs(data.references, data.labels)
-        log_p_tz, _ = true_class_log_probs(np.asarray(data.population_target)[chosen], pop_labels)
-        log_p_rz, _ = true_class_log_probs(np.asarray(data.population_references)[:, chosen], pop_labels)
+        # log p_y of each output, from the audit's shared signals (attacks.signals)
+        log_p_t, log_p_r = data.true_class("target")[0], data.true_class("references")[0]
+        log_p_tz = data.true_class("population_target")[0][chosen]
+        log_p_rz = data.true_class("population_references")[0][:, chosen]
     keep = np.asarray(data.reference_keep, dtype=bool)
 
     info: dict[str, float] = {"rmia_n_population": len(chosen)}

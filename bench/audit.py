@@ -25,6 +25,7 @@ from attacks.requirements import (
     find,
     requirements_of,
 )
+from attacks.signals import model_signals
 from bench.metrics import (
     attack_metrics,
     best_threshold,
@@ -45,6 +46,11 @@ if TYPE_CHECKING:
 EPSILON_DELTA = 1e-5
 
 
+#: The true-class signals an audit holds: (observation, the outputs it is computed from, their labels).
+TRUE_CLASS_SOURCES = (("true_class", "outputs", "labels"),
+                      ("population_true_class", "population_outputs", "population_labels"))
+
+
 class Audit:
     """What ``M`` models show on ``N`` audited records, with each model's membership.
 
@@ -63,7 +69,9 @@ class Audit:
     population_outputs, population_labels
         Outputs ``[M, P, C]`` on population records that no model trained on, with labels ``[P]``, or ``None``.
     **more
-        Further per-model observations by name (``robustness`` ``[M, N]``, ``white_box`` ``[M, N, F]``, ``rounds``
+        The true-class signals ``true_class`` ``[M, N, 2]`` and ``population_true_class`` ``[M, P, 2]``
+        (:func:`attacks.signals.model_signals`; computed here from the outputs when not given, for classification),
+        further per-model observations by name (``robustness`` ``[M, N]``, ``white_box`` ``[M, N, F]``, ``rounds``
         ``[T, M, N, C]``, ``population_rounds`` ``[T, M, P, C]``) and shared fields (``task``,
         ``white_box_names``); None values are left out.
 
@@ -94,6 +102,10 @@ class Audit:
         self.keep = keep
         self.observed: dict[str, np.ndarray] = {k: v for k, v in given.items() if k in known and v is not None}
         self.shared: dict[str, Any] = {k: v for k, v in given.items() if k in shared and v is not None}
+        if self.shared.get("task", "classification") == "classification":  # every attack's true-class signals
+            for name, source, labelled in TRUE_CLASS_SOURCES:
+                if name not in self.observed and source in self.observed:
+                    self.observed[name] = model_signals(self.observed[source], self.shared[labelled])
 
     @property
     def n_models(self) -> int:

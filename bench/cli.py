@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     running.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                          help="where models train: cuda if available with auto (default: %(default)s)")
     running.add_argument("--quiet", action="store_true", help="no progress bar")
+    running.add_argument("--verbose", action="store_true",
+                         help="print each finished cell's seconds per stage, and the run's totals per stage")
 
     grid = sub.add_parser("grid", parents=[running],
                           help="run a grid of cells (datasets × architectures × defenses × attacks)")
@@ -292,6 +294,7 @@ def _run_grid(grid, args: argparse.Namespace) -> int:
         grid, cache_dir=args.cache_dir, results=args.results, workers=args.workers, device=args.device,
         force=args.force, executor=args.executor, progress=not args.quiet, ray_address=args.ray_address,
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, retries=args.retries, announce=True, strict=args.strict,
+        verbose=args.verbose,
     )
     summary = run.summary
     if summary.interrupted is not None:
@@ -307,6 +310,11 @@ def _run_grid(grid, args: argparse.Namespace) -> int:
         f"in {run.seconds:.1f} s; results in {run.store}{healed}",
         file=sys.stderr,
     )
+    if args.verbose and summary.seconds:
+        per_stage = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in summary.seconds.items()
+                              if stage != "cell")
+        print(f"seconds per stage, all cells: {per_stage}; cells {summary.seconds['cell']:.1f} s "
+              f"(table stage_times of {run.store}, run {run.run_id})", file=sys.stderr)
     for _, exc in summary.failures:
         print(f"error: {exc}", file=sys.stderr)
     if any(isinstance(exc, BenchError) for _, exc in summary.failures):

@@ -34,6 +34,8 @@ class RunSummary:
     unfinished: int = 0
     #: Cache entries the finished cells computed, by stage (the rest were read).
     computed: Counter[str] = field(default_factory=Counter)
+    #: Seconds of the finished cells' own work per stage (``cell``: the cells' whole time).
+    seconds: Counter[str] = field(default_factory=Counter)
 
 
 def _init_worker(threads: int) -> None:
@@ -44,12 +46,13 @@ def _init_worker(threads: int) -> None:
 Outcome = tuple[Cell, "CellResult | Exception"]
 
 
-def _in_process(cells: Sequence[Cell], run: dict[str, Any], **_: Any) -> Iterator[Outcome]:
+def _in_process(cells: Sequence[Cell], run: dict[str, Any], *, on_stage: Callable[[Cell, str], None],
+                **_: Any) -> Iterator[Outcome]:
     for cell in cells:
         if stopping.received() is not None:
             return
         try:
-            yield cell, run_cell(cell, **run)
+            yield cell, run_cell(cell, **run, on_stage=lambda stage, cell=cell: on_stage(cell, stage))
         except (CellFailed, BenchError, stopping.Interrupted) as exc:
             yield cell, exc
 
@@ -166,9 +169,12 @@ def execute(
     summary = RunSummary()
     bar = tqdm(total=len(cells), unit="cell", desc="cells", disable=not progress, dynamic_ncols=True)
     try:
+        def on_stage(cell: Cell, stage: str) -> None:  # this process's cells: the bar names the stage running
+            bar.set_postfix_str(f"{cell.label}: {stage}")
+
         with stopping.stop_after_stage():
             outcomes = EXECUTORS[executor](cells, run, workers=workers, ray_address=ray_address, num_cpus=num_cpus,
-                                           num_gpus=num_gpus, retries=retries)
+                                           num_gpus=num_gpus, retries=retries, on_stage=on_stage)
             for cell, outcome in outcomes:
                 if isinstance(outcome, stopping.Interrupted):
                     continue
@@ -180,6 +186,7 @@ def execute(
                     summary.cached += outcome.cached
                     summary.healed += outcome.healed
                     summary.computed.update(outcome.computed)
+                    summary.seconds.update({stage: t.seconds for stage, t in outcome.timings.items()})
                 bar.set_postfix(cached=summary.cached, failed=len(summary.failures), refresh=False)
                 bar.update()
             summary.interrupted = stopping.received()

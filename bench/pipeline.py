@@ -9,6 +9,8 @@ it is missing. Bump a stage's version whenever its code changes what it produces
 from __future__ import annotations
 
 import hashlib
+import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, singledispatchmethod
@@ -30,6 +32,7 @@ from attacks.requirements import (
     WhiteBoxFeatures,
     requirements_of,
 )
+from attacks.signals import model_signals
 from bench import stopping
 from bench.audit import (
     Audit,
@@ -42,7 +45,7 @@ from bench.audit import (
 )
 from bench.cache import Cache, stage_key
 from bench.metrics import UTILITY
-from bench.rows import AuditedRecords, TargetResult, UnionResult, cell_rows, samples_table
+from bench.rows import AuditedRecords, StageTime, TargetResult, UnionResult, cell_rows, samples_table
 from bench.spec import Cell, ComponentSpec, Union
 from privkernel.errors import BenchError
 from privkernel.hashing import derive_seed
@@ -74,6 +77,8 @@ class CellResult:
     cached: bool
     healed: int = 0
     computed: Mapping[str, int] = field(default_factory=dict)
+    #: Per stage: seconds of its own work, and how many entries were computed and read (:meth:`CellRun.timings`).
+    timings: Mapping[str, StageTime] = field(default_factory=dict)
 
 
 class CellRun:
@@ -89,17 +94,32 @@ class CellRun:
         Torch device for training and observation.
     """
 
-    def __init__(self, cell: Cell, cache: Cache, device: str = "cpu") -> None:
+    def __init__(self, cell: Cell, cache: Cache, device: str = "cpu",
+                 on_stage: Callable[[str], None] | None = None) -> None:
         self.cell = cell
         self.cache = cache
         self.device = torch.device(device)
         self.protocol = cell.protocol_params
+        self.on_stage = on_stage
         self._loaded: dict[str, Any] = {}
+        #: Seconds spent in each stage's own work (reading or computing it, less the stages it read), by stage.
+        self.seconds: Counter[str] = Counter()
+        self._inner: list[float] = []  # per stage in progress: the seconds of the stages it read
 
     def _stage(self, stage: str, key: str, kind: str, compute: Callable[[], Any], spec: Any) -> Any:
         """A stage's output, read or computed once per run of the cell."""
         if key not in self._loaded:
-            self._loaded[key] = self.cache.get_or_compute(stage, key, kind, compute, spec)
+            if self.on_stage is not None:
+                self.on_stage(stage)
+            start = time.perf_counter()
+            self._inner.append(0.0)
+            try:
+                self._loaded[key] = self.cache.get_or_compute(stage, key, kind, compute, spec)
+            finally:
+                elapsed, inner = time.perf_counter() - start, self._inner.pop()
+                self.seconds[stage] += elapsed - inner
+                if self._inner:
+                    self._inner[-1] += elapsed
             stopping.check()  # a stop asked for while the stage ran: it is cached, the cell ends here
         return self._loaded[key]
 
@@ -401,7 +421,17 @@ class CellRun:
             for requirement in requirements_of(ATTACKS.get(attack.name), attack.kwargs):
                 served.update(self.serve(requirement))
         return Audit(obs["pool"], self.membership(), y[s["pool"]], obs["test"], y[s["test"]], task=self.task,
-                     **served)
+                     **self._true_class, **served)
+
+    @cached_property
+    def _true_class(self) -> dict[str, np.ndarray]:
+        """The true-class signals of every model on the pool and the population (:func:`attacks.signals.
+        model_signals`), computed once for all the cell's attacks, targets and calibration audits."""
+        if self.task != "classification":
+            return {}
+        obs, s, y = self.observations(), self.split(), self.features()["y"]
+        return {"true_class": model_signals(obs["pool"], y[s["pool"]]),
+                "population_true_class": model_signals(obs["test"], y[s["test"]])}
 
     def scores(self, attack: ComponentSpec, target: int) -> dict[str, np.ndarray]:
         return self._stage(
@@ -433,6 +463,7 @@ class CellRun:
 
     def run(self) -> CellResult:
         """Every (attack, target) row of the cell, computing only the stages missing from the cache."""
+        start = time.perf_counter()
         computed_before = sum(self.cache.misses.values())
         results: list[TargetResult] = []
         audited: list[AuditedRecords] = []
@@ -456,8 +487,16 @@ class CellRun:
         unions = [self._union_result(union, target)
                   for union in self.cell.unions for target in range(self.protocol["n_targets"])]
         cached = sum(self.cache.misses.values()) == computed_before
-        return CellResult(self.cell, cell_rows(self.cell, results, unions), samples_table(self.cell, audited), cached,
-                          healed=sum(self.cache.healed.values()), computed=dict(self.cache.misses))
+        rows, samples = cell_rows(self.cell, results, unions), samples_table(self.cell, audited)
+        return CellResult(self.cell, rows, samples, cached, healed=sum(self.cache.healed.values()),
+                          computed=dict(self.cache.misses), timings=self.timings(time.perf_counter() - start))
+
+    def timings(self, total: float) -> dict[str, StageTime]:
+        """Each stage's :class:`StageTime`, and ``cell``: the whole cell's seconds (``total``), with the work
+        outside the stages (rows, unions, samples) the difference to their sum."""
+        stages = {stage: StageTime(seconds, self.cache.misses[stage], self.cache.hits[stage])
+                  for stage, seconds in self.seconds.items()}
+        return {**stages, "cell": StageTime(total, sum(self.cache.misses.values()), sum(self.cache.hits.values()))}
 
     def _union_result(self, union: Union, target: int) -> UnionResult:
         """The union's metrics on one target, from the cached scores of its attacks."""
@@ -479,10 +518,12 @@ class CellRun:
         )
 
 
-def run_cell(cell: Cell, *, cache_dir: str, force: bool, device: str, strict: bool = False) -> CellResult:
-    """Run one cell in this process (the unit of work of every executor)."""
+def run_cell(cell: Cell, *, cache_dir: str, force: bool, device: str, strict: bool = False,
+             on_stage: Callable[[str], None] | None = None) -> CellResult:
+    """Run one cell in this process (the unit of work of every executor); ``on_stage`` is told the name of each
+    stage as it starts (the in-process executor's progress bar)."""
     try:
-        return CellRun(cell, Cache(cache_dir, force=force, strict=strict), device).run()
+        return CellRun(cell, Cache(cache_dir, force=force, strict=strict), device, on_stage).run()
     except (BenchError, stopping.Interrupted):
         raise
     except Exception as exc:

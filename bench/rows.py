@@ -86,6 +86,17 @@ class TargetResult:
 
 
 @dataclass(frozen=True)
+class StageTime:
+    """One stage of one cell (or the whole cell, ``"cell"``): the seconds of its own work (the stages it read not
+    included), and how many of its entries were computed and how many read from the cache. The store keeps them in
+    its ``stage_times`` table (:func:`bench.store.read_stage_times`)."""
+
+    seconds: float
+    computed: int
+    read: int
+
+
+@dataclass(frozen=True)
 class UnionResult:
     """The members flagged by a union of attacks on one target model, and the target's utility."""
 

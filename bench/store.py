@@ -18,7 +18,9 @@ directly::
   entries it computed by stage. Every ``results`` row names the run that last wrote it (``run.id``, ``run.time``,
   ``run.grid``, ...), so :func:`prune_runs` can remove one run's rows, and only on request;
 - ``grid_rows``: which (cell, attack) rows each grid has written, so that ``--grid NAME`` reads one grid's rows
-  from a store that several grids share, cells they have in common included.
+  from a store that several grids share, cells they have in common included;
+- ``stage_times``: per run, cell and stage, the seconds of the stage's own work and how many of its entries were
+  computed and read (:class:`bench.rows.StageTime`; stage ``cell`` is the whole cell).
 
 Columns are added as new parameters or metrics appear; their namespaces (identity, display labels, ``fact.`` and
 ``attack_fact.``, metrics, provenance ``run.``/``version.``) are described in :mod:`bench.rows`. Only the driver
@@ -48,7 +50,7 @@ from typing import Any
 import pandas as pd
 
 from bench import __version__
-from bench.rows import ATTACK_FACT, FACT, LABEL, LABELLED, RUN
+from bench.rows import ATTACK_FACT, FACT, LABEL, LABELLED, RUN, StageTime
 from privkernel.errors import BenchError, did_you_mean
 
 STORE_FILE = "results.sqlite"
@@ -59,6 +61,7 @@ SAMPLE_COLUMNS = ("cell_key", "attack_key", "target", "record", "label", "member
 META = "meta"
 RUNS = "runs"
 GRID_ROWS = "grid_rows"
+STAGE_TIMES = "stage_times"
 RUN_COLUMNS = ("id", "grid", "grid_path", "privbench", "command", "started", "finished", "status", "cells", "done",
                "failed", "computed")
 #: The version of the store's columns this code writes and reads; bump it (and extend :func:`migrate_store`)
@@ -182,18 +185,18 @@ class ResultsStore:
             (_now(), status, done, failed, json.dumps(dict(sorted(computed.items()))), run.id)))
 
     def write_cell(self, rows: Iterable[Mapping[str, Any]], samples: pd.DataFrame | None = None,
-                   run: RunRecord | None = None) -> None:
+                   run: RunRecord | None = None, timings: Mapping[str, StageTime] | None = None) -> None:
         """Replace exactly the (cell, attack, target) rows in ``rows``, and their per-record samples, in one
-        transaction, each row marked with ``run`` (its ``run.*`` columns). Rows of other attacks or targets of the
-        same cell stay: a rerun with a shorter attack list, or another grid sharing the cell, never deletes what it
-        did not recompute."""
+        transaction, each row marked with ``run`` (its ``run.*`` columns), and record the cell's ``timings`` for
+        the run. Rows of other attacks or targets of the same cell stay: a rerun with a shorter attack list, or
+        another grid sharing the cell, never deletes what it did not recompute."""
         provenance = {**run.columns(), f"{RUN}time": _now()} if run is not None else {}
         rows = [{**r, **provenance} for r in rows]
         if rows:
-            self._transaction(lambda db: self._replace(db, rows, samples, run))
+            self._transaction(lambda db: self._replace(db, rows, samples, run, timings or {}))
 
     def _replace(self, db: sqlite3.Connection, rows: list[dict[str, Any]], samples: pd.DataFrame | None,
-                 run: RunRecord | None) -> None:
+                 run: RunRecord | None, timings: Mapping[str, StageTime]) -> None:
         columns = list(dict.fromkeys(c for r in rows for c in r))
         replaced = sorted({tuple(r[c] for c in PRIMARY_KEY) for r in rows})
         existing = {row[1] for row in db.execute(f"PRAGMA table_info({TABLE})")}
@@ -217,6 +220,9 @@ class ResultsStore:
         if run is not None:
             db.executemany(f"INSERT OR IGNORE INTO {GRID_ROWS} VALUES (?, ?, ?)",
                            sorted({(run.grid, r["cell_key"], r["attack_key"]) for r in rows}))
+            cell_key = rows[0]["cell_key"]
+            db.executemany(f"INSERT OR REPLACE INTO {STAGE_TIMES} VALUES (?, ?, ?, ?, ?, ?)",
+                           [(run.id, cell_key, stage, t.seconds, t.computed, t.read) for stage, t in timings.items()])
 
 
 def _create_tables(db: sqlite3.Connection) -> None:
@@ -235,6 +241,8 @@ def _create_tables(db: sqlite3.Connection) -> None:
                "computed TEXT)")
     db.execute(f"CREATE TABLE IF NOT EXISTS {GRID_ROWS} (grid TEXT, cell_key TEXT, attack_key TEXT, "
                "PRIMARY KEY (grid, cell_key, attack_key))")
+    db.execute(f"CREATE TABLE IF NOT EXISTS {STAGE_TIMES} (run_id TEXT, cell_key TEXT, stage TEXT, seconds REAL, "
+               "computed INTEGER, read INTEGER, PRIMARY KEY (run_id, cell_key, stage))")
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:
@@ -337,6 +345,13 @@ def list_runs(results_dir: Path | str) -> pd.DataFrame:
     return runs
 
 
+def read_stage_times(results_dir: Path | str, run_id: str | None = None) -> pd.DataFrame:
+    """The ``stage_times`` table (one run's with ``run_id``): ``run_id``, ``cell_key``, ``stage``, ``seconds``,
+    ``computed``, ``read``."""
+    times = _read_table(results_dir, STAGE_TIMES)
+    return times if run_id is None else times[times["run_id"] == run_id].reset_index(drop=True)
+
+
 def prune_runs(results_dir: Path | str, run_ids: Iterable[str], dry_run: bool = False) -> dict[str, int]:
     """Delete the runs ``run_ids``: the ``results`` rows each last wrote, their samples, and the runs' records, in
     one transaction; return the counts (``runs``, ``rows``, ``samples``). Rows another run rewrote since are that
@@ -363,6 +378,7 @@ def prune_runs(results_dir: Path | str, run_ids: Iterable[str], dry_run: bool = 
                 db.execute(f"DELETE FROM {SAMPLES} WHERE (cell_key, attack_key, target) IN ({keys})", ids)
                 db.execute(f"DELETE FROM {TABLE} WHERE {run_id} IN ({marks})", ids)
                 db.execute(f"DELETE FROM {RUNS} WHERE id IN ({marks})", ids)
+                db.execute(f"DELETE FROM {STAGE_TIMES} WHERE run_id IN ({marks})", ids)
                 db.execute(f"DELETE FROM {GRID_ROWS} WHERE NOT EXISTS (SELECT 1 FROM {TABLE} r WHERE "
                            f"r.cell_key = {GRID_ROWS}.cell_key AND r.attack_key = {GRID_ROWS}.attack_key)")
             return counts

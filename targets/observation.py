@@ -22,7 +22,7 @@ import numpy as np
 
 from privkernel.errors import BenchError
 from privkernel.lazy import lazy_import
-from targets.ensemble import Ensemble, Inputs, n_records
+from targets.ensemble import Ensemble, Inputs, n_records, take
 from targets.federated import GLOBAL_SNAPSHOT, SITE_SNAPSHOT
 
 if TYPE_CHECKING:
@@ -42,13 +42,20 @@ class Releaser(Protocol):
         ...
 
 
-def model_outputs(ensemble: Ensemble, X: Inputs, task: str) -> np.ndarray:
+def model_outputs(ensemble: Ensemble, X: Inputs, task: str, chunk: int = 4096) -> np.ndarray:
     """Every model's outputs on every record ``[M, N, C]`` as float32: log-probabilities (log-softmax computed in
-    float64) for classification, the predictions for regression."""
-    outputs = ensemble.predict(X).double()
-    if task == "classification":
-        outputs = torch.log_softmax(outputs, dim=-1)
-    return outputs.float().cpu().numpy()
+    float64) for classification, the predictions for regression. Computed ``chunk`` records at a time (the batches
+    of :meth:`targets.ensemble.Ensemble.predict`), so that the float64 work is one chunk's and not ``[M, N, C]``."""
+    n = n_records(X)
+    out: np.ndarray | None = None
+    for start in range(0, n, chunk):
+        part = ensemble.predict(take(X, slice(start, start + chunk)), batch_size=chunk).double()
+        if task == "classification":
+            part = torch.log_softmax(part, dim=-1)
+        if out is None:
+            out = np.empty((part.shape[0], n, *part.shape[2:]), dtype=np.float32)
+        out[:, start:start + chunk] = part.float().cpu().numpy()
+    return out
 
 
 def release(

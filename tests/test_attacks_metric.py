@@ -11,8 +11,8 @@ from attacks.metric import (
     entropy_attack,
     modified_entropy,
     modified_entropy_attack,
-    true_class_log_probs,
 )
+from attacks.signals import true_class_log_probs
 from tests.attack_data import synthetic
 
 

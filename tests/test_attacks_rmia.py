@@ -3,8 +3,8 @@ import pytest
 from scipy.special import log_softmax
 
 from attacks.base import AttackData
-from attacks.metric import true_class_log_probs
 from attacks.rmia import A_GRID, _log_pr_x, pairwise_fraction, rmia_attack, tune_a
+from attacks.signals import true_class_log_probs
 from bench.metrics import auc, tpr_at_fpr
 from privkernel.errors import BenchError
 from privkernel.registry import ATTACKS

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.base import AttackData, true_class_loss
+from attacks.base import AttackData
 from attacks.loss import loss_attack
+from attacks.signals import true_class_loss
 
 
 def test_true_class_loss_is_exact_where_float32_log_p_y_is_not():

@@ -33,7 +33,7 @@ packages = ["{package}"]
 """
 
 COIN_ATTACK = """\
-from attacks.base import true_class_loss
+from attacks.signals import true_class_loss
 from attacks.requirements import Release, always
 from privkernel.registry import ATTACKS, Param
 

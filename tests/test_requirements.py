@@ -87,8 +87,10 @@ def test_a_rounds_attack_gets_the_view_it_declared(cell_run):
     data = site.attack_data(1)
     np.testing.assert_array_equal(data.target_rounds, obs["rounds.site/pool"][:, 1, 2])
     np.testing.assert_array_equal(data.reference_rounds, obs["rounds.site/pool"][:, [0, 2, 3], 2])
-    # an attack that declares no rounds gets none, nor any other observation it did not ask for
-    assert set(cell_run.audit(spec("loss")).observed) == {"outputs", "population_outputs"}
+    # an attack that declares no rounds gets none, nor any other observation it did not ask for: the release, and
+    # the true-class signals every audit derives from it
+    assert set(cell_run.audit(spec("loss")).observed) == {"outputs", "population_outputs", "true_class",
+                                                          "population_true_class"}
 
 
 def test_a_new_attack_gets_what_it_declares_without_a_pipeline_change(cell_run, registries):
@@ -166,7 +168,7 @@ def test_audit_takes_exactly_the_observations_that_attack_data_declares():
     np.testing.assert_array_equal(data.reference_keep, keep[:2])
     assert data.target_white_box is None and data.population_target is None
     assert set(observations()) == {"outputs", "population_outputs", "robustness", "white_box", "rounds",
-                                   "population_rounds"}
+                                   "population_rounds", "true_class", "population_true_class"}
     with pytest.raises(TypeError, match="AttackData declares no observation or field 'gradients'"):
         Audit(outputs, keep, np.array([0, 1]), gradients=outputs)
 
