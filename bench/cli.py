@@ -508,19 +508,23 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """The molecule study: run its grid (on --csv molecules if given), then write the report from the store."""
-    import yaml
-
-    from bench.grid import expand_grid, resolve_grid_path
+    from bench.grid import expand_grid, read_grid, resolve_grid_path
     from bench.store import read_samples, read_store
     from bench.study import molecule_study, write_report
 
     path = resolve_grid_path(args.grid)
-    raw = yaml.safe_load(path.read_text())
+    raw = read_grid(path)
+    if not isinstance(raw, dict):
+        raise BenchError(f"grid {path}: a study's grid is a mapping with datasets, architectures, defenses and "
+                         "attacks; see bench/grids/molecules.yaml")
     title = "Molecule study: ChEMBL activity (RDKit's CHEMBL2321810 assay)"
     if args.csv:
         if not Path(args.csv).is_file():
             raise BenchError(f"no CSV file {args.csv}; give the path of a CSV with SMILES and labels")
-        features = raw["datasets"][0].get("params", {}).get("features", ["ecfp4"])
+        datasets = raw.get("datasets")
+        first = datasets[0] if isinstance(datasets, list) and datasets and isinstance(datasets[0], dict) else {}
+        params = first.get("params") if isinstance(first.get("params"), dict) else {}
+        features = params.get("features", ["ecfp4"])  # the study grid's featurization, applied to the CSV
         raw["datasets"] = [{"name": "csv", "params": {"path": str(Path(args.csv).resolve()), "task": "classification",
                                                       "smiles_col": args.smiles_col, "label_col": args.label_col,
                                                       "features": features}}]

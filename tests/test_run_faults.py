@@ -133,3 +133,11 @@ def test_a_full_disk_while_writing_an_entry_leaves_nothing_partial_and_names_the
     assert "cannot write the models cache entry in" in err and str(models) in err and "No space left" in err
     assert "Traceback" not in err
     assert [p for p in models.rglob("*") if p.is_file()] == []  # no entry, no temporary, no lock
+
+
+def test_report_with_a_malformed_or_non_mapping_grid_exits_2_with_one_line(tmp_path, capsys):
+    for text, expected in (("a: [1\n", "malformed YAML at line 2"), ("- 1\n", "a study's grid is a mapping")):
+        grid = write_grid(tmp_path, text)
+        assert main(["report", "molecules", "--grid", str(grid), "--results", str(tmp_path / "r"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and "\n" not in err and "Traceback" not in err
