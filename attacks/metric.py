@@ -24,7 +24,14 @@ import numpy as np
 from attacks.base import AttackData, AttackOutput
 from attacks.requirements import Release, always
 from attacks.roc import balanced_accuracy_has_signal, best_threshold
-from attacks.signals import LOG_FLOOR, clean_log_probs, true_class_log_probs, true_class_loss, true_class_mask
+from attacks.signals import (
+    LOG_FLOOR,
+    clean_log_probs,
+    in_model_chunks,
+    true_class_log_probs,
+    true_class_loss,
+    true_class_mask,
+)
 from privkernel.registry import ATTACKS, Param
 
 THRESHOLDS_PARAM = Param(
@@ -174,8 +181,8 @@ def learned_threshold_scores(
             f"attack {attack!r} learns its thresholds on the {learn.source}' records and needs both members and "
             "non-members among them; use a membership split where each model has both"
         )
-    out = thresholded_scores(value(data.target, data.labels), value(learn.outputs, learn.labels), learn.keep,
-                             data.labels, thresholds, placement, reference_labels=learn.labels)
+    out = thresholded_scores(value(data.target, data.labels), in_model_chunks(value, learn.outputs, learn.labels),
+                             learn.keep, data.labels, thresholds, placement, reference_labels=learn.labels)
     out.info["thresholds_learned"] = 1
     return out
 

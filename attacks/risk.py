@@ -10,6 +10,7 @@ import numpy as np
 from attacks.base import AttackData, AttackOutput
 from attacks.metric import modified_entropy
 from attacks.requirements import Release, always
+from attacks.signals import in_model_chunks
 from privkernel.registry import ATTACKS, Param
 
 #: Values below this are raised to it before log-spaced bins are placed (the authors' ``small_delta``).
@@ -96,7 +97,7 @@ def privacy_risk_attack(data: AttackData, bins: int = 5, log_bins: bool = True) 
         )
     labels, keep = np.asarray(data.labels), learn.keep
     m_target = modified_entropy(data.target, labels)
-    m_learn = modified_entropy(learn.outputs, learn.labels)
+    m_learn = in_model_chunks(modified_entropy, learn.outputs, learn.labels)
     scores = histogram_posterior(m_learn[keep], m_learn[~keep], m_target, bins, log_bins)
     classes = np.unique(labels)
     fallback = 0

@@ -11,6 +11,8 @@ one computation instead of repeating a log-sum-exp over every reference's output
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 #: Floor of a released log-probability: log of the smallest positive float32 (≈ −103.3). A release may hold
@@ -81,13 +83,21 @@ def true_class_log_probs(log_probs: np.ndarray, labels: np.ndarray) -> tuple[np.
     return np.maximum(-_loss(log_p_y, p_wrong), LOG_FLOOR), np.maximum(log_rest, LOG_FLOOR)
 
 
+def in_model_chunks(
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray], outputs: np.ndarray, labels: np.ndarray,
+    chunk_elements: int = 1 << 24,
+) -> np.ndarray:
+    """A per-record ``statistic(outputs, labels)`` of every model's outputs ``[M, N, C]``, computed a few models at a
+    time so that its float64 work arrays stay below about ``chunk_elements`` values (never an ``[M, N, C]`` float64
+    copy); the values equal those of one call on all the outputs."""
+    outputs = np.asarray(outputs)
+    if outputs.ndim < 3:
+        return statistic(outputs, labels)
+    step = max(1, chunk_elements // max(1, int(np.prod(outputs.shape[1:]))))
+    return np.concatenate([statistic(outputs[m:m + step], labels) for m in range(0, len(outputs), step)])
+
+
 def model_signals(outputs: np.ndarray, labels: np.ndarray, chunk_elements: int = 1 << 24) -> np.ndarray:
     """:func:`true_class_log_probs` of every model's outputs ``[M, N, C]``, stacked: ``[M, N, 2]`` holds ``log p_y``
-    then ``log(1 − p_y)``. Computed a few models at a time, so that the float64 work arrays stay below
-    ``chunk_elements`` values; the values equal those of one call on all the outputs."""
-    outputs = np.asarray(outputs)
-    step = max(1, chunk_elements // max(1, int(np.prod(outputs.shape[1:]))))
-    out = np.empty((*outputs.shape[:-1], 2))
-    for m in range(0, len(outputs), step):
-        out[m:m + step, ..., 0], out[m:m + step, ..., 1] = true_class_log_probs(outputs[m:m + step], labels)
-    return out
+    then ``log(1 − p_y)``, computed in model chunks (:func:`in_model_chunks`)."""
+    return in_model_chunks(lambda lp, y: np.stack(true_class_log_probs(lp, y), -1), outputs, labels, chunk_elements)

@@ -10,7 +10,8 @@ import pytest
 from scipy.special import logsumexp
 
 from attacks.base import TRUE_CLASS_FIELDS, AttackData, AttackOutput
-from attacks.signals import LOG_FLOOR, model_signals, true_class_log_probs
+from attacks.metric import modified_entropy
+from attacks.signals import LOG_FLOOR, in_model_chunks, model_signals, true_class_log_probs
 from bench.audit import Audit
 from privkernel.registry import ATTACKS
 from tests.attack_data import synthetic
@@ -50,6 +51,14 @@ def test_degenerate_releases_stay_at_the_floor():
     assert np.isfinite(log_rest).all() and (log_rest >= LOG_FLOOR).all()
     single = true_class_log_probs(np.zeros((4, 1)), np.zeros(4, int))  # one class: no other class at all
     np.testing.assert_array_equal(single[1], np.full(4, LOG_FLOOR))
+
+
+def test_a_statistic_in_model_chunks_equals_one_call():
+    rng = np.random.default_rng(2)
+    lp, labels = releases(rng, 100, 5, 3.0), rng.integers(0, 5, 100)
+    np.testing.assert_array_equal(in_model_chunks(modified_entropy, lp, labels, chunk_elements=1),
+                                  modified_entropy(lp, labels))
+    np.testing.assert_array_equal(in_model_chunks(modified_entropy, lp[0], labels), modified_entropy(lp[0], labels))
 
 
 def test_model_signals_in_chunks_equal_one_call():
