@@ -619,9 +619,11 @@ def per_class_series(samples: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -
     return pd.DataFrame(out)
 
 
-def plot_per_class(samples: pd.DataFrame, attack: str, cell: str, out_dir: Path) -> list[Path]:
+def per_class_figure(samples: pd.DataFrame, attack: str, cell: str) -> plt.Figure | None:
+    """AUC and TPR at FPR = 0 of one attack's samples of one cell on each class (:func:`per_class_series`),
+    minority classes hatched; None for a regression target or no samples."""
     if samples.empty or not is_classification(samples["label"].to_numpy()):
-        return []
+        return None
     table = per_class_series(samples)
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.1 * len(table) + 4), 4.4))
@@ -657,7 +659,13 @@ def plot_per_class(samples: pd.DataFrame, attack: str, cell: str, out_dir: Path)
                  f"{MINORITY_SHARE:g}/classes" + ("; ticks: class and records" if len(table) > 4 else "") + ")",
                  fontsize=10)
     fig.tight_layout()
-    return save(fig, out_dir, f"per_class_{slug(cell)}")
+    return fig
+
+
+def plot_per_class(samples: pd.DataFrame, attack: str, cell: str, out_dir: Path) -> list[Path]:
+    """Write ``per_class_<cell slug>`` (PNG and SVG, :func:`per_class_figure`); nothing for a regression target."""
+    fig = per_class_figure(samples, attack, cell)
+    return [] if fig is None else save(fig, out_dir, f"per_class_{slug(cell)}")
 
 
 def riskiest_records(samples: pd.DataFrame, k: int = 10) -> pd.DataFrame:
@@ -674,9 +682,11 @@ def riskiest_records(samples: pd.DataFrame, k: int = 10) -> pd.DataFrame:
         .reset_index(drop=True)
 
 
-def plot_risk(samples: pd.DataFrame, cell: str, out_dir: Path, k: int = 10) -> list[Path]:
+def risk_figure(samples: pd.DataFrame, cell: str, k: int = 10) -> plt.Figure | None:
+    """Histogram of one cell's ``privacy_risk`` scores (members vs non-members) beside its ``k`` riskiest records
+    (:func:`riskiest_records`); None without samples."""
     if samples.empty:
-        return []
+        return None
     scores = samples["score"].to_numpy(dtype=float)
     member = samples["member"].to_numpy(dtype=bool)
     top = riskiest_records(samples, k)
@@ -705,6 +715,14 @@ def plot_risk(samples: pd.DataFrame, cell: str, out_dir: Path, k: int = 10) -> l
               for r in top.itertuples(index=False)]
     text_ax.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8, transform=text_ax.transAxes)
     fig.tight_layout()
+    return fig
+
+
+def plot_risk(samples: pd.DataFrame, cell: str, out_dir: Path, k: int = 10) -> list[Path]:
+    """Write ``risk_<cell slug>`` (PNG and SVG, :func:`risk_figure`) and the riskiest records as text."""
+    fig = risk_figure(samples, cell, k)
+    if fig is None:
+        return []
     paths = save(fig, out_dir, f"risk_{slug(cell)}")
     txt = out_dir / f"risk_{slug(cell)}.txt"
     txt.write_text(
@@ -753,12 +771,35 @@ def make_plots(df: pd.DataFrame, board: pd.DataFrame, samples: pd.DataFrame | No
         if cell_samples is None:
             continue
         written += plot_roc(cell_samples, cell["cell"], out, per_target)
-        best = strongest(attack_summary(df[df["cell_key"] == cell["cell_key"]]))
+        best, best_samples, risk = detail_samples(df, cell["cell_key"], cell_samples)
         if best is not None:
-            written += plot_per_class(cell_samples[cell_samples["attack_key"] == best["attack"]], best["attack"],
-                                      cell["cell"], out)
-        risk_keys = sorted(df.loc[(df["cell_key"] == cell["cell_key"]) & (df["attack"] == RISK_ATTACK), "attack_key"]
-                           .unique())
-        risk = cell_samples[cell_samples["attack_key"] == risk_keys[0]] if risk_keys else cell_samples.iloc[0:0]
+            written += plot_per_class(best_samples, best, cell["cell"], out)
         written += plot_risk(risk, cell["cell"], out)
     return written
+
+
+def detail_samples(df: pd.DataFrame, cell_key: str,
+                   samples: pd.DataFrame) -> tuple[str | None, pd.DataFrame, pd.DataFrame]:
+    """What the per-class and risk figures of one cell read.
+
+    Parameters
+    ----------
+    df
+        Labelled store rows (at least the cell's).
+    cell_key
+        The cell.
+    samples
+        The cell's samples.
+
+    Returns
+    -------
+    attack, attack_samples, risk_samples
+        The cell's strongest attack (:func:`bench.leaderboard.strongest` of its rows; None without one) and its
+        samples, and the samples of the cell's :data:`RISK_ATTACK` (empty without one).
+    """
+    best = strongest(attack_summary(df[df["cell_key"] == cell_key]))
+    attack = None if best is None else str(best["attack"])
+    chosen = samples[samples["attack_key"] == attack] if attack is not None else samples.iloc[0:0]
+    risk_keys = sorted(df.loc[(df["cell_key"] == cell_key) & (df["attack"] == RISK_ATTACK), "attack_key"].unique())
+    risk = samples[samples["attack_key"] == risk_keys[0]] if risk_keys else samples.iloc[0:0]
+    return attack, chosen, risk
