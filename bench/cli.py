@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--grid", default="default", metavar="NAME|PATH",
                       help="a shipped grid (default, smoke, molecules, threats) or a YAML file (default: %(default)s)")
     grid.add_argument("--dry-run", action="store_true", help="print the cells and their count; run nothing")
+    grid.add_argument("--no-report", action="store_true",
+                      help="do not regenerate LEADERBOARD.md, leaderboard.csv and the figures in the results folder, "
+                      "nor print the summary table, at the end of the run")
 
     report = sub.add_parser(
         "report", parents=[running],
@@ -283,7 +286,33 @@ def cmd_grid(args: argparse.Namespace) -> int:
             print(f"{i:4d}  {cell.label}  [{cell.key}]  attacks: {attacks}")
         print(f"{len(grid.cells)} cells in grid {grid.name!r} ({grid.path}); {grid.n_excluded} excluded")
         return 0
-    return _run_grid(grid, args)
+    code = _run_grid(grid, args)
+    if code == 0 and not args.no_report:
+        _answer(grid, Path(args.results))
+    return code
+
+
+#: A third-party warning that cells raise, and what it means for the results (printed beside it once).
+KNOWN_WARNINGS = {
+    "Optimal order is the largest alpha": "DP-SGD's RDP accountant found its best order at the largest it tries: the "
+    "ε it reports (fact.epsilon) is a valid upper bound, possibly looser than the tightest one",
+}
+
+
+def _answer(grid, results: Path) -> None:
+    """End a run with its answer: regenerate the grid's LEADERBOARD.md, leaderboard.csv and figures in ``results``
+    and print the compact table (:func:`bench.leaderboard.compact_summary`)."""
+    from bench.leaderboard import build_leaderboard, compact_summary, read_rows, write_leaderboard
+    from bench.plots import make_plots
+    from bench.store import read_samples
+
+    rows = read_rows(results, grid=grid.name)
+    board = build_leaderboard(rows)
+    markdown, _ = write_leaderboard(board, results, source=f"grid {grid.name!r} in {results}")
+    samples = read_samples(results)
+    written = make_plots(rows, board, samples[samples["cell_key"].isin(set(rows["cell_key"]))], results / "plots")
+    print("\n".join(compact_summary(board)))
+    print(f"full leaderboard: {markdown} (and leaderboard.csv); {len(written)} figures in {results / 'plots'}")
 
 
 def _run_grid(grid, args: argparse.Namespace) -> int:
@@ -315,6 +344,10 @@ def _run_grid(grid, args: argparse.Namespace) -> int:
                               if stage != "cell")
         print(f"seconds per stage, all cells: {per_stage}; cells {summary.seconds['cell']:.1f} s "
               f"(table stage_times of {run.store}, run {run.run_id})", file=sys.stderr)
+    for message, cells in summary.warnings.items():
+        meaning = next((m for known, m in KNOWN_WARNINGS.items() if known in message), "")
+        print(f"warning, in {cells} cell{'s' * (cells > 1)}: {message}" + (f" ({meaning})" if meaning else ""),
+              file=sys.stderr)
     for _, exc in summary.failures:
         print(f"error: {exc}", file=sys.stderr)
     if any(isinstance(exc, BenchError) for _, exc in summary.failures):

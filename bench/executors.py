@@ -36,6 +36,8 @@ class RunSummary:
     computed: Counter[str] = field(default_factory=Counter)
     #: Seconds of the finished cells' own work per stage (``cell``: the cells' whole time).
     seconds: Counter[str] = field(default_factory=Counter)
+    #: Each distinct warning the finished cells raised, and in how many cells.
+    warnings: Counter[str] = field(default_factory=Counter)
 
 
 def _init_worker(threads: int) -> None:
@@ -187,6 +189,7 @@ def execute(
                     summary.healed += outcome.healed
                     summary.computed.update(outcome.computed)
                     summary.seconds.update({stage: t.seconds for stage, t in outcome.timings.items()})
+                    summary.warnings.update(outcome.warnings)
                 bar.set_postfix(cached=summary.cached, failed=len(summary.failures), refresh=False)
                 bar.update()
             summary.interrupted = stopping.received()

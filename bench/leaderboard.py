@@ -557,6 +557,33 @@ def to_markdown(board: pd.DataFrame, source: str = "") -> str:
     return "\n".join(lines)
 
 
+def compact_summary(board: pd.DataFrame, max_lines: int = 25) -> list[str]:
+    """The answer a run ends with: per dataset × architecture group, each setting's utility, strongest attack, its
+    TPR at 0.1 % FPR with the 95 % interval and its AUC, in aligned text columns; at most about ``max_lines`` lines
+    (a group's further settings are counted, not listed: the full table is ``LEADERBOARD.md``). ★: Pareto-optimal,
+    †: the audits cannot resolve 0.1 % FPR (as in the Markdown table)."""
+    groups = list(board.groupby(list(GROUP_COLUMNS), sort=False))
+    per_group = max(1, (max_lines - 1 - 3 * len(groups)) // max(1, len(groups)))  # title, header, "... and"; legend
+    lines = []
+    for (dataset, architecture), rows in groups:
+        utility = rows["utility_metric"].iloc[0] or "test_accuracy"
+        common = rows["options"].iloc[0] if rows["options"].nunique() == 1 else ""
+        lines.append(f"{dataset} · {architecture}" + (f" ({common})" if common else ""))
+        table = [["", "defense", UTILITY_NAMES.get(utility, utility), "strongest attack", "TPR @ 0.1 % FPR [95 %]",
+                  "AUC"]]
+        for _, row in rows.head(per_group).iterrows():
+            unresolved = np.isfinite(row["min_resolvable_fpr"]) and row["min_resolvable_fpr"] > PRIVACY_FPR
+            table.append(["★" if row["pareto"] else "", _name(row, common), _num(row[utility]),
+                          row["strongest_attack"] or "–", _with_ci(row, PRIVACY) + (" †" if unresolved else ""),
+                          _num(row["auc"])])
+        widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
+        lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+        if len(rows) > per_group:
+            lines.append(f"     ... and {len(rows) - per_group} more settings")
+    lines.append("★ Pareto-optimal in its group; † the audits have too few non-members to resolve 0.1 % FPR")
+    return lines
+
+
 def _notes(rows: pd.DataFrame, common: str) -> list[str]:
     """Markdown lines under a group's table: unresolvable FPRs, the rule that chose, too few pairs, the diagnostic."""
     lines = []

@@ -8,8 +8,10 @@ it is missing. Bump a stage's version whenever its code changes what it produces
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -79,6 +81,8 @@ class CellResult:
     computed: Mapping[str, int] = field(default_factory=dict)
     #: Per stage: seconds of its own work, and how many entries were computed and read (:meth:`CellRun.timings`).
     timings: Mapping[str, StageTime] = field(default_factory=dict)
+    #: The distinct warnings raised while the cell ran (:func:`warning_line`), for the run's summary.
+    warnings: tuple[str, ...] = ()
 
 
 class CellRun:
@@ -523,11 +527,21 @@ def run_cell(cell: Cell, *, cache_dir: str, force: bool, device: str, strict: bo
     """Run one cell in this process (the unit of work of every executor); ``on_stage`` is told the name of each
     stage as it starts (the in-process executor's progress bar)."""
     try:
-        return CellRun(cell, Cache(cache_dir, force=force, strict=strict), device, on_stage).run()
+        with warnings.catch_warnings(record=True) as caught:  # reported once by the driver, not over its progress bar
+            warnings.simplefilter("always")
+            result = CellRun(cell, Cache(cache_dir, force=force, strict=strict), device, on_stage).run()
+        return dataclasses.replace(result, warnings=tuple(dict.fromkeys(map(warning_line, caught))))
     except (BenchError, stopping.Interrupted):
         raise
     except Exception as exc:
         raise CellFailed(f"cell {cell.label} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def warning_line(warning: warnings.WarningMessage) -> str:
+    """``UserWarning (opacus): message``: a warning's category, the package that raised it, and its message."""
+    parts = Path(warning.filename).parts
+    source = parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1] else Path(warning.filename).stem
+    return f"{warning.category.__name__} ({source}): {warning.message}"
 
 
 class CellFailed(RuntimeError):

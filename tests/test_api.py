@@ -62,7 +62,7 @@ def test_run_grid_returns_the_rows_that_the_cli_stores(tmp_path):
     import yaml
 
     grid_file.write_text(yaml.safe_dump(TINY_GRID))
-    assert main(["grid", "--grid", str(grid_file), "--quiet", "--cache-dir", str(tmp_path / "cache"),
+    assert main(["grid", "--grid", str(grid_file), "--quiet", "--no-report", "--cache-dir", str(tmp_path / "cache"),
                  "--results", str(tmp_path / "cli")]) == 0
     stored = privbench.read_store(tmp_path / "cli")
     assert len(rows) == 2 * 2  # 2 attacks × 2 targets

@@ -20,7 +20,7 @@ def outputs_file(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("audit")
     grid = write_grid(tmp_path, TINY_GRID)
     assert main(["grid", "--grid", str(grid), "--cache-dir", str(tmp_path / "cache"),
-                 "--results", str(tmp_path / "results"), "--quiet"]) == 0
+                 "--results", str(tmp_path / "results"), "--quiet", "--no-report"]) == 0
     cell = load_grid(str(grid)).cells[1]
     audit = CellRun(cell, Cache(tmp_path / "cache")).audit()
     probs = np.exp(audit.outputs.astype(np.float64))

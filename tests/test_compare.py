@@ -17,7 +17,7 @@ def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("compare")
     grid = write_grid(folder, {**TINY_GRID, "architectures": ["logreg"], "attacks": ["loss", "lira"]})
     assert main(["grid", "--grid", str(grid), "--cache-dir", str(folder / "c"), "--results", str(folder / "r"),
-                 "--quiet"]) == 0
+                 "--quiet", "--no-report"]) == 0
     return folder / "r"
 
 

@@ -21,7 +21,7 @@ def test_two_concurrent_runs_on_one_cache_and_store_compute_each_entry_once(tmp_
     grid = write_grid(tmp_path, {**TINY_GRID, "seeds": [0, 1], "attacks": ["loss", "lira"]})
 
     def command(folder: str) -> list[str]:
-        return [sys.executable, "-m", "bench", "grid", "--grid", str(grid), "--quiet",
+        return [sys.executable, "-m", "bench", "grid", "--grid", str(grid), "--quiet", "--no-report",
                 "--cache-dir", str(tmp_path / folder / "cache"), "--results", str(tmp_path / folder / "results")]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

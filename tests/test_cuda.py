@@ -22,7 +22,7 @@ def test_cuda_without_a_gpu_exits_2(tiny_grid, workdirs, capsys):
 @requires_cuda
 def test_grid_on_cuda_matches_cpu(tiny_grid, tmp_path):
     for device in ("cpu", "cuda"):
-        assert main(["grid", "--grid", str(tiny_grid), "--device", device, "--quiet",
+        assert main(["grid", "--grid", str(tiny_grid), "--device", device, "--quiet", "--no-report",
                      "--cache-dir", str(tmp_path / device / "cache"), "--results", str(tmp_path / device)]) == 0
     cpu, gpu = read_store(tmp_path / "cpu"), read_store(tmp_path / "cuda")
     # different kernels: metrics agree up to the rounding that training amplifies

@@ -63,7 +63,7 @@ def test_release_only_defense_shares_models_and_skips_probability_attacks(defens
     none, labels = (CellRun(c, Cache(tmp_path / "c")) for c in cells)
     assert none.models_key == labels.models_key and none.observations_key != labels.observations_key
     assert main(["grid", "--grid", str(grid(tmp_path, "labels_only_test")), "--cache-dir", str(tmp_path / "c"),
-                 "--results", str(tmp_path / "r"), "--quiet"]) == 0
+                 "--results", str(tmp_path / "r"), "--quiet", "--no-report"]) == 0
     rows = read_store(tmp_path / "r")
     defended = rows[rows.defense == "labels_only_test"].set_index("attack")
     assert defended.loc["loss", "skipped"].str.contains("needs probabilities; the release shows labels").all()
@@ -83,7 +83,7 @@ def test_training_hooks_reach_the_models_and_the_store(defenses, tmp_path):
     assert none.models()["param.1.weight"].shape == (4, 16, 30)
     assert reported.training_info() == {"epsilon": 1.5}
     assert main(["grid", "--grid", str(path), "--cache-dir", str(tmp_path / "c"), "--results", str(tmp_path / "r"),
-                 "--quiet"]) == 0
+                 "--quiet", "--no-report"]) == 0
     rows = read_store(tmp_path / "r")
     assert rows.loc[rows.defense == "reported_test", "fact.epsilon"].eq(1.5).all()
     assert rows.loc[rows.defense == "none", "fact.epsilon"].isna().all()

@@ -434,7 +434,7 @@ def test_every_defense_runs_through_the_pipeline(random_labels, tmp_path):
         assert (run.models_key == runs["none"].models_key) == (DEFENSES.get(name).obj.release_only or name == "none")
     assert {n for n in runs if DEFENSES.get(n).obj.release_only} >= {"memguard", "topk", "rounding", "label_only"}
     assert main(["grid", "--grid", str(path), "--cache-dir", str(tmp_path / "cache"), "--results",
-                 str(tmp_path / "results"), "--quiet"]) == 0
+                 str(tmp_path / "results"), "--quiet", "--no-report"]) == 0
     rows = read_store(tmp_path / "results")
     assert set(rows.defense) == {d if isinstance(d, str) else d["name"] for d in defenses}
     by = rows.set_index(["defense", "attack"]).sort_index()

@@ -216,7 +216,7 @@ def test_plan_uses_one_rate_and_round_one_over_q_steps_per_epoch():
 def run(tmp_path, content):
     grid = write_grid(tmp_path, content)
     assert main(["grid", "--grid", str(grid), "--cache-dir", str(tmp_path / "c"), "--results", str(tmp_path / "r"),
-                 "--quiet"]) == 0
+                 "--quiet", "--no-report"]) == 0
     return grid, read_store(tmp_path / "r")
 
 

@@ -25,7 +25,7 @@ from tests.conftest import TINY_GRID, write_grid
 
 def run_grid(grid: Path, dirs: dict[str, Path], *extra: str) -> int:
     return main(["grid", "--grid", str(grid), "--cache-dir", str(dirs["cache"]), "--results", str(dirs["results"]),
-                 "--quiet", *extra])
+                 "--quiet", "--no-report", *extra])
 
 
 def test_grid_writes_one_row_per_cell_attack_target_and_rerun_is_cached(tiny_grid, workdirs, capsys):
@@ -133,7 +133,7 @@ def _midway_grid(tmp_path: Path) -> Path:
 
 
 def _grid_command(grid: Path, folder: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "bench", "grid", "--grid", str(grid), "--quiet", "--cache-dir",
+    return [sys.executable, "-m", "bench", "grid", "--grid", str(grid), "--quiet", "--no-report", "--cache-dir",
             str(folder / "cache"), "--results", str(folder / "results"), *extra]
 
 

@@ -155,7 +155,7 @@ FEDERATED_GRID = {
 def test_federated_cell_end_to_end(tmp_path):
     grid = write_grid(tmp_path, FEDERATED_GRID)
     args = ["grid", "--grid", str(grid), "--cache-dir", str(tmp_path / "c"), "--results", str(tmp_path / "r"),
-            "--quiet"]
+            "--quiet", "--no-report"]
     assert main(args) == 0
     rows = read_store(tmp_path / "r")
     assert (rows["training.engine"] == "federated").all() and (rows["training.sites"] == 3).all()
@@ -207,6 +207,6 @@ def test_more_sites_than_a_models_records_stops_the_cell_with_exit_2(tmp_path, c
     grid = write_grid(tmp_path, {**FEDERATED_GRID, "attacks": ["loss"],
                                  "training": {**FEDERATED_GRID["training"], "sites": 1000}})
     code = main(["grid", "--grid", str(grid), "--cache-dir", str(tmp_path / "c"), "--results", str(tmp_path / "r"),
-                 "--quiet"])
+                 "--quiet", "--no-report"])
     assert code == 2
     assert "training.sites=1000" in capsys.readouterr().err

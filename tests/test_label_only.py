@@ -28,7 +28,7 @@ def test_memorised_points_survive_noise(random_labels, tmp_path):  # noqa: F811
         "training": {"epochs": 150, "batch_size": 32, "lr": 0.003},
     })
     assert main(["grid", "--grid", str(grid), "--cache-dir", str(tmp_path / "c"), "--results", str(tmp_path / "r"),
-                 "--quiet"]) == 0
+                 "--quiet", "--no-report"]) == 0
     rows = read_store(tmp_path / "r")
     assert rows["auc"].min() > 0.75
     assert rows["attack.noise"].eq(0.3).all()

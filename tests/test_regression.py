@@ -77,7 +77,7 @@ def test_regression_cell_columns(tmp_path):
     grid = write_grid(tmp_path, {**TINY_GRID, "datasets": ["diabetes"], "architectures": ["logreg"],
                                  "attacks": ["loss", "lira"], "training": {"epochs": 20, "lr": 0.01}})
     assert main(["grid", "--grid", str(grid), "--cache-dir", str(tmp_path / "c"), "--results", str(tmp_path / "r"),
-                 "--quiet"]) == 0
+                 "--quiet", "--no-report"]) == 0
     rows = read_store(tmp_path / "r")
     assert rows["test_r2"].between(0.2, 0.7).all()  # a linear model explains about half of the variance
     assert rows["test_mae"].between(0.3, 1.0).all() and rows["auc"].notna().all()
@@ -92,7 +92,7 @@ def test_regression_cells_end_to_end(noise_targets, tmp_path):
         "training": {"epochs": 100, "batch_size": 32, "lr": 0.003},
     })
     assert main(["grid", "--grid", str(grid), "--cache-dir", str(tmp_path / "c"), "--results", str(tmp_path / "r"),
-                 "--quiet"]) == 0
+                 "--quiet", "--no-report"]) == 0
     rows = read_store(tmp_path / "r")
     diabetes, noise = rows[rows.dataset == "diabetes"], rows[rows.dataset == "noise_targets"]
     assert diabetes["test_r2"].between(-1, 0.8).all() and diabetes["train_r2"].gt(diabetes["test_r2"]).all()
@@ -111,7 +111,7 @@ def test_a_mixed_grid_skips_classification_attacks_on_regression_cells(tmp_path)
     grid = write_grid(tmp_path, {**TINY_GRID, "datasets": ["breast_cancer", "diabetes"], "architectures": ["logreg"],
                                  "attacks": ["loss", "confidence"], "training": {"epochs": 3}})
     assert main(["grid", "--grid", str(grid), "--cache-dir", str(tmp_path / "c"), "--results", str(tmp_path / "r"),
-                 "--quiet"]) == 0
+                 "--quiet", "--no-report"]) == 0
     rows = read_store(tmp_path / "r").set_index(["dataset", "attack"])
     assert rows.loc[("diabetes", "confidence"), "skipped"].str.contains("supports classification only").all()
     assert rows.loc[("breast_cancer", "confidence"), "auc"].notna().all()

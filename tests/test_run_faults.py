@@ -19,7 +19,7 @@ from tests.conftest import TINY_GRID, write_grid
 
 def run(grid, tmp_path, *extra: str) -> int:
     return main(["grid", "--grid", str(grid), "--cache-dir", str(tmp_path / "cache"), "--results",
-                 str(tmp_path / "results"), "--quiet", *extra])
+                 str(tmp_path / "results"), "--quiet", "--no-report", *extra])
 
 
 def test_a_truncated_models_entry_is_recomputed_and_reported_or_stops_a_strict_run(tmp_path, capsys):

@@ -23,7 +23,7 @@ ONE_CELL = {**TINY_GRID, "architectures": ["logreg"]}
 
 def run(grid, tmp_path, *extra: str) -> int:
     return main(["grid", "--grid", str(grid), "--cache-dir", str(tmp_path / "cache"), "--results",
-                 str(tmp_path / "results"), "--quiet", *extra])
+                 str(tmp_path / "results"), "--quiet", "--no-report", *extra])
 
 
 def test_every_row_names_its_run_grid_and_code_versions(tmp_path):

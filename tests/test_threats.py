@@ -72,7 +72,7 @@ THREAT_GRID = {
 def test_white_box_and_leaked_rows_sit_beside_the_black_box_rows(tmp_path):
     grid = write_grid(tmp_path, THREAT_GRID)
     assert main(["grid", "--grid", str(grid), "--cache-dir", str(tmp_path / "c"), "--results", str(tmp_path / "r"),
-                 "--quiet"]) == 0
+                 "--quiet", "--no-report"]) == 0
     rows = read_store(tmp_path / "r")
     threat = rows.groupby("attack_key")[["access", "knowledge"]].first().apply(tuple, axis=1).to_dict()
     assert threat == {

@@ -326,7 +326,7 @@ def test_a_volume_cell_runs_end_to_end(tmp_path):
     }
     path = write_grid(tmp_path, content)
     assert main(["grid", "--grid", str(path), "--cache-dir", str(tmp_path / "c"), "--results", str(tmp_path / "r"),
-                 "--quiet"]) == 0
+                 "--quiet", "--no-report"]) == 0
     rows = read_store(tmp_path / "r")
     assert len(rows) == 2 and set(rows["architecture"]) == {"cnn3d"} and set(rows["dataset"]) == {"synthetic_volumes"}
     samples = read_samples(tmp_path / "r")
