@@ -165,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
                            "--cells, else the first seed of every setting); frontiers always show every setting")
     plot.add_argument("--per-target", action="store_true", help="one ROC curve per target instead of pooled")
 
+    site = sub.add_parser(
+        "site", help="write a static HTML site of the results store: the leaderboard and one page per cell",
+        description="index.html: the leaderboard per dataset × architecture (sortable columns, rank intervals, "
+        "the frontier figures); cells/*.html: per cell its attacks, ROC curves, per-class exposure, privacy risk "
+        "and full spec. Plain HTML and CSS with relative links: open index.html from the disk or serve the folder "
+        "from any static host.",
+    )
+    site.add_argument("--results", default="results", metavar="DIR",
+                      help="folder of the results store results.sqlite (default: %(default)s)")
+    site.add_argument("--out", metavar="DIR", help="folder of the site (default: <results>/site)")
+    site.add_argument("--grid", metavar="NAME", help=GRID_FILTER_HELP)
+
     check = sub.add_parser(
         "check", help="compare the results store with a committed baseline; exit 1 on a regression",
         description="Per setting × attack: mean test accuracy and mean AUC, TPR at 0.1 %% FPR and balanced accuracy. "
@@ -490,6 +502,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_site(args: argparse.Namespace) -> int:
+    from bench.site import write_site
+
+    out = Path(args.out) if args.out else Path(args.results) / "site"
+    written = write_site(args.results, out, grid=args.grid)
+    size, cells = sum(p.stat().st_size for p in written), len(written) - 3
+    print(f"wrote {out / 'index.html'} and {cells} cell page{'s' * (cells != 1)} ({size / 1e6:.2f} MB in all); "
+          "open it in a browser, no server needed")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench.compare import compare_stores
 
@@ -593,7 +616,7 @@ def _plugin_problems() -> list[str]:
 COMMANDS = {
     "audit": cmd_audit, "cache": cmd_cache, "check": cmd_check, "compare": cmd_compare, "grid": cmd_grid,
     "leaderboard": cmd_leaderboard, "list": cmd_list, "migrate": cmd_migrate, "plot": cmd_plot, "report": cmd_report,
-    "store": cmd_store,
+    "site": cmd_site, "store": cmd_store,
 }
 
 
