@@ -32,7 +32,7 @@ import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -41,11 +41,16 @@ from privkernel.errors import BenchError
 from privkernel.hashing import derive_seed
 from privkernel.lazy import lazy_import
 from privkernel.registry import DEFENSES, Param
-from targets.ensemble import Ensemble, Inputs, minibatch_indices, take
+from targets.ensemble import (
+    Ensemble,
+    Inputs,
+    is_linear_chain,
+    minibatch_indices,
+    record_shape,
+    run_linear_chain,
+    take,
+)
 from targets.training import Batch, Grads, LossFn, TrainingHooks, TrainingRun
-
-if TYPE_CHECKING:
-    from torch import nn
 
 torch = lazy_import("torch")
 
@@ -209,29 +214,6 @@ def vmap_clipped_sum(
     return {k: torch.einsum("mb,mb...->m...", factors, g) for k, g in grads.items()}, losses
 
 
-def is_linear_chain(template: nn.Module, record_shape: tuple[int, ...] | None) -> bool:
-    """Whether :func:`book_keeping_clipped_sum` applies to records of shape ``record_shape`` (None for dict
-    inputs): an ``nn.Sequential`` of ``nn.Linear`` layers that each see one vector per record, and of layers
-    without parameters or buffers (activations, dropout, flatten)."""
-    if not isinstance(template, torch.nn.Sequential) or record_shape is None:
-        return False
-    h = torch.empty((2, *record_shape), device="meta")
-    with torch.no_grad():
-        for module in template:
-            if isinstance(module, torch.nn.Linear):
-                if h.dim() != 2:
-                    return False
-            elif next(module.parameters(), None) is not None or next(module.buffers(), None) is not None:
-                return False
-            h = module(h)
-    return True
-
-
-def record_shape(X: Inputs, batch_dims: int) -> tuple[int, ...] | None:
-    """The shape of one record of tensor inputs with ``batch_dims`` leading batch dimensions; None for dicts."""
-    return tuple(X.shape[batch_dims:]) if isinstance(X, torch.Tensor) else None
-
-
 def book_keeping_clipped_sum(
     ensemble: Ensemble, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, loss: LossFn, max_grad_norm: float
 ) -> tuple[Grads, torch.Tensor]:
@@ -245,20 +227,19 @@ def book_keeping_clipped_sum(
     sums are :math:`(c \\odot G_l)^\\top A_l` (weight) and :math:`\\sum_i c_i G_{l,i}` (bias). Dropout masks are
     drawn per model and sample, as in training. Cost: about one forward and one backward pass.
     """
+    inputs, outputs, layers = [], [], []
+
+    def linear(name: str, h: torch.Tensor) -> torch.Tensor:
+        weight, bias = ensemble.params[f"{name}.weight"], ensemble.params.get(f"{name}.bias")
+        z = torch.bmm(h, weight.transpose(1, 2)) if bias is None else torch.baddbmm(
+            bias.unsqueeze(1), h, weight.transpose(1, 2))
+        inputs.append(h.detach())
+        outputs.append(z)
+        layers.append(name)
+        return z
+
     ensemble.template.train()
-    h, inputs, outputs, layers = X, [], [], []
-    for name, module in ensemble.template.named_children():
-        if isinstance(module, torch.nn.Linear):
-            weight, bias = ensemble.params[f"{name}.weight"], ensemble.params.get(f"{name}.bias")
-            z = torch.bmm(h, weight.transpose(1, 2)) if bias is None else torch.baddbmm(
-                bias.unsqueeze(1), h, weight.transpose(1, 2))
-            inputs.append(h.detach())
-            outputs.append(z)
-            layers.append(name)
-            h = z
-        else:
-            h = torch.func.vmap(module, randomness="different")(h)
-    losses = per_sample_losses(loss, h, y)
+    losses = per_sample_losses(loss, run_linear_chain(ensemble.template, X, linear), y)
     out_grads = torch.autograd.grad(losses.sum(), outputs)
     squared = sum(g.pow(2).sum(-1) * (a.pow(2).sum(-1) + (f"{n}.bias" in ensemble.params))
                   for n, a, g in zip(layers, inputs, out_grads, strict=True))

@@ -1,6 +1,7 @@
-"""The ``nn.Module`` classes that the architectures of :mod:`targets.architectures` build, apart from torch's own.
+"""The ``nn.Module`` classes that the architectures of :mod:`targets.architectures` build, apart from torch's own,
+and the stacked linear layer of :meth:`targets.ensemble.Ensemble.forward` for chains of linear layers.
 
-They subclass ``torch.nn.Module``, so defining them needs torch; they live here, apart from the registered factories,
+They subclass torch's classes, so defining them needs torch; they live here, apart from the registered factories,
 so that registering the architectures (every command) does not import torch. The factories import this module when
 they build a model; the leading underscore keeps ``targets/__init__`` from importing it at registration.
 """
@@ -77,3 +78,47 @@ class AddChannel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.unsqueeze(-4)
+
+
+#: Per-model weight size (elements) from which :class:`StackedLinear` computes the weight gradient in the weight's own
+#: layout; below it, in autograd's order, whose transposed copy costs little there.
+LAYOUT_GRADIENT_SIZE = 2**16
+
+
+class StackedLinear(torch.autograd.Function):
+    r"""Every model's linear layer :math:`z_m = h_m W_m^\top + b_m` over stacked weights ``[M, out, in]``.
+
+    The forward pass is the product that ``vmap`` of ``F.linear`` computes (``h @ W.mT + b``, the same numbers), and
+    so are the input and bias gradients. The weight gradient of autograd (and vmap) is
+    :math:`(h_m^\top\, \partial L/\partial z_m)^\top`: a product ``[M, in, out]`` that autograd then copies,
+    transposed, into the parameter's layout, which for a 2048-256 layer costs as long as the product itself. From
+    :data:`LAYOUT_GRADIENT_SIZE` elements per model it is computed as :math:`(\partial L/\partial z_m)^\top h_m`
+    instead, which comes out in the layout ``[M, out, in]``: the same sum, taken by another product (equal to the
+    bit wherever MKL was checked on it, apart from shapes with a dimension from 4 to 11). ``h`` is ``[M, B, in]``,
+    or ``[B, in]`` shared by every model.
+    """
+
+    @staticmethod
+    def forward(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        z = torch.matmul(h, weight.mT)
+        return z if bias is None else z + bias.unsqueeze(-2)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: torch.Tensor) -> None:
+        h, weight, bias = inputs
+        ctx.save_for_backward(h, weight)
+        ctx.has_bias = bias is not None
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        h, weight = ctx.saved_tensors
+        need_h, need_weight, need_bias = ctx.needs_input_grad
+        return (torch.matmul(grad, weight) if need_h else None,
+                weight_gradient(h, grad, weight[0].numel()) if need_weight else None,
+                grad.sum(-2) if ctx.has_bias and need_bias else None)
+
+
+def weight_gradient(h: torch.Tensor, grad: torch.Tensor, size: int) -> torch.Tensor:
+    r""":math:`(\partial L/\partial z_m)^\top h_m` ``[M, out, in]`` for weights of ``size`` elements per model: in
+    their layout from :data:`LAYOUT_GRADIENT_SIZE` on, else as autograd computes it (a transposed view)."""
+    return torch.matmul(grad.mT, h) if size >= LAYOUT_GRADIENT_SIZE else torch.matmul(h.mT, grad).mT
