@@ -16,7 +16,7 @@
 The learning rate of the optimizer step follows the settings' schedule (:func:`lr_factor`).
 
 A defense fills only the hooks it needs (:class:`TrainingHooks`); an engine (:class:`Engine`, registered in
-:data:`privkernel.registry.ENGINES`) decides how the M models are computed (stacked with ``vmap``, one by one, or
+:data:`privkernel.registry.ENGINES`) decides how the M models are computed (stacked, one by one, or
 federated) and refuses, before anything runs, hooks it cannot serve.
 """
 
@@ -88,9 +88,9 @@ KEYED_WHEN_SET = ("schedule", "warmup")
 def training_options() -> tuple[Param, ...]:
     """Every option of a grid's ``training:``: :data:`TRAINING_PARAMS`, the engine, and each registered engine's
     own settings (their help says which engine reads them). Built when called, once every engine is registered."""
-    engine = Param("engine", str, "ensemble", "how the M models are computed: stacked with vmap ('ensemble'), one "
-                   "by one ('loop'), or each by FedAvg over sites of its records ('federated'): see `python -m bench "
-                   "list engines`", choices=tuple(ENGINES.names()))
+    engine = Param("engine", str, "ensemble", "how the M models are computed: stacked ('ensemble': batched matmuls "
+                   "for MLPs, vmap otherwise), one by one ('loop'), or each by FedAvg over sites of its records "
+                   "('federated'): see `python -m bench list engines`", choices=tuple(ENGINES.names()))
     own = tuple(replace(p, help=f"{name} engine only: {p.help}") for name in ENGINES.names()
                 for p in ENGINES.get(name).params)
     return (*TRAINING_PARAMS, engine, *own)
@@ -456,7 +456,8 @@ class Engine:
     Attributes
     ----------
     stacked
-        Whether one computation serves all M models (``vmap``); False when they run one after the other.
+        Whether one computation serves all M models (batched matmuls or ``vmap``); False when they run one after
+        the other.
     runs_hooks
         The hooks of :class:`TrainingHooks` it can serve (``loss`` always).
     """
@@ -491,9 +492,11 @@ class Engine:
 
 
 @ENGINES.register("ensemble", description="The M models stacked parameter by parameter and trained as one "
-                  "vmap-ed computation: one forward and backward pass per step serve every model.")
+                  "computation (batched matmuls for chains of linear layers, vmap for other architectures): one "
+                  "forward and backward pass per step serve every model.")
 class StackedEngine(Engine):
-    """The default engine: :meth:`Engine.forward` over the stacked parameters."""
+    """The default engine: :meth:`Engine.forward` over the stacked parameters, by the formulation that
+    :meth:`~targets.ensemble.Ensemble.formulation` picks for the architecture."""
 
     name = "ensemble"
 
