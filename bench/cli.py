@@ -103,16 +103,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report", parents=[running],
-        help="run a study's grid (from the cache when it can) and write its report: `report molecules`",
+        help="write a report: `report molecules` runs the molecule study's grid (from the cache when it can); "
+        "`report model` writes a one-model privacy report from a grid cell (--cell) or bench audit's arrays "
+        "(--outputs)",
     )
-    report.add_argument("study", choices=("molecules",), help="the study")
-    report.add_argument("--grid", default="molecules", metavar="NAME|PATH",
-                        help="the study's grid (default: %(default)s)")
+    report.add_argument("study", choices=("molecules", "model"),
+                        help="molecules: the drug-discovery study; model: a one-model privacy report")
+    report.add_argument("--grid", metavar="NAME|PATH",
+                        help="molecules: the study's grid (default: molecules); model: only the rows of this grid "
+                        "(by name) when several grids share the store")
     report.add_argument("--csv", metavar="FILE", help="run the study on your molecules: a CSV of SMILES and labels")
     report.add_argument("--smiles-col", default="smiles", metavar="COL",
                         help="SMILES column of --csv (default: %(default)s)")
     report.add_argument("--label-col", default="label", metavar="COL", help="label column of --csv (default: label)")
-    report.add_argument("--out", metavar="DIR", help="where REPORT.md and plots go (default: RESULTS/molecules)")
+    report.add_argument("--out", metavar="DIR", help="where REPORT.md and plots go (default: RESULTS/molecules; "
+                        "model: RESULTS/reports/<cell or file name>)")
+    report.add_argument("--cell", metavar="FILTER",
+                        help="model: the grid cell to report on, a substring of its label 'dataset / architecture / "
+                        "defense / seed=N' or a shell pattern, selecting exactly one cell of the store")
+    report.add_argument("--outputs", metavar="FILE.npz",
+                        help="model: report on these outputs instead (the arrays of `bench audit`)")
+    report.add_argument("--logits", action="store_true", help="model, --outputs: the outputs are logits")
+    report.add_argument("--attacks", metavar="LABELS",
+                        help="model, --outputs: comma-separated attack labels (default: as `bench audit`)")
 
     audit = sub.add_parser(
         "audit", help="attack outputs computed elsewhere (no training): a target, with reference or shadow models",
@@ -562,13 +575,36 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_model(args: argparse.Namespace) -> int:
+    """A one-model privacy report, from a cell of the store (--cell) or from bench audit's arrays (--outputs)."""
+    from bench.model_report import default_folder, from_outputs, from_store, write_report
+
+    if (args.cell is None) == (args.outputs is None):
+        raise BenchError("report model needs one of --cell FILTER (a grid cell of the store in --results) or "
+                         "--outputs FILE.npz (the arrays of `bench audit`)")
+    if args.outputs is not None:
+        attacks = _split_labels(args.attacks) if args.attacks is not None else None
+        audit = from_outputs(args.outputs, logits=args.logits, attacks=attacks)
+        name = Path(args.outputs).stem
+    else:
+        audit = from_store(args.results, args.cell, grid=args.grid)
+        name = audit.title
+    report, written = write_report(audit, Path(args.out) if args.out else default_folder(args.results, name))
+    tpr = report.identified["tpr_at_fpr_0.1pct"]
+    print(f"at 0.1 % FPR the strongest attack ({report.strongest}) identifies about {tpr} of {report.members} "
+          f"training records audited; wrote {written[0]} and {written[1]}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """The molecule study: run its grid (on --csv molecules if given), then write the report from the store."""
+    if args.study == "model":
+        return cmd_report_model(args)
     from bench.grid import expand_grid, read_grid, resolve_grid_path
     from bench.store import read_samples, read_store
     from bench.study import molecule_study, write_report
 
-    path = resolve_grid_path(args.grid)
+    path = resolve_grid_path(args.grid or "molecules")
     raw = read_grid(path)
     if not isinstance(raw, dict):
         raise BenchError(f"grid {path}: a study's grid is a mapping with datasets, architectures, defenses and "
