@@ -95,12 +95,13 @@ details { margin: 0.8em 0; } summary { cursor: pointer; font-weight: 600; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 13px; font-variant-numeric: tabular-nums; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 7px; text-align: left; vertical-align: top; }
 thead th { background: var(--band); border-bottom: 2px solid var(--line); font-weight: 600; }
-td.num { text-align: right; white-space: nowrap; }
+td.num { text-align: right; white-space: nowrap; } th.num { text-align: right; }
 .ci { display: block; color: var(--muted); font-size: 11px; white-space: nowrap; }
 .mark { color: var(--mark); font-weight: 700; }
 tr.pareto td:first-child { color: var(--mark); font-weight: 700; text-align: center; }
 table.sortable thead th { cursor: pointer; user-select: none; }
-table.sortable thead th button { all: inherit; border: 0; background: none; cursor: pointer; padding: 0; }
+table.sortable thead th button { all: inherit; display: inline; border: 0; background: none; cursor: pointer;
+                                 padding: 0; }
 table.sortable thead th[aria-sort="ascending"] button::after { content: " \\25B2"; font-size: 0.8em; }
 table.sortable thead th[aria-sort="descending"] button::after { content: " \\25BC"; font-size: 0.8em; }
 table.spec td:first-child { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; }
@@ -178,10 +179,15 @@ def cell_html(value: object, shown: str | None = None, ci: tuple[float, float] |
 
 def table_html(header: Sequence[str], rows: Iterable[Sequence[str]], classes: str = "",
                row_classes: Sequence[str] | None = None) -> str:
-    """A ``<table>`` from header texts (escaped here) and rows of ready ``<td>`` markup."""
+    """A ``<table>`` from header texts (escaped here) and rows of ready ``<td>`` markup; the header of a column
+    whose cells are all numeric (:func:`cell_html`) is aligned with its numbers."""
+    rows = [list(row) for row in rows]
     sortable = "sortable" in classes.split()
-    heads = "".join(f"<th scope=\"col\">{'<button type=button>' if sortable else ''}{esc(h)}"
-                    f"{'</button>' if sortable else ''}</th>" for h in header)
+    numeric = [bool(rows) and all(i < len(row) and row[i].startswith("<td class=\"num\"") for row in rows)
+               for i in range(len(header))]
+    opening, closing = ("<button type=button>", "</button>") if sortable else ("", "")
+    heads = "".join(f"<th scope=\"col\"{' class=num' if num else ''}>{opening}{esc(h)}{closing}</th>"
+                    for h, num in zip(header, numeric, strict=True))
     body = []
     for i, row in enumerate(rows):
         css = f" class=\"{row_classes[i]}\"" if row_classes and row_classes[i] else ""
@@ -520,7 +526,8 @@ def index_body(board: pd.DataFrame, pages: Sequence[CellPage], source: str) -> s
                   f"({len(rows)} settings)</li>" for _, rows in groups)
     parts = [
         "<h1>privbench leaderboard</h1>",
-        f"<p>{len(board)} settings in {len(groups)} dataset × architecture groups, {len(pages)} cells, from the "
+        f"<p>{len(board)} settings in {len(groups)} dataset × architecture group{'s' * (len(groups) != 1)}, "
+        f"{len(pages)} cell{'s' * (len(pages) != 1)}, from the "
         f"store <code>{esc(source)}</code>. Click a column header to sort by it; <a href=\"leaderboard.csv\">"
         "leaderboard.csv</a> holds every column (balanced accuracy and p-values included). Each setting links to "
         "the page of each of its cells (one per seed): ROC curves, per-class exposure, privacy risk and the full "

@@ -80,7 +80,7 @@ def _column(page, table: int, header: str) -> list[float]:
         }""", [table, header])
 
 
-def test_the_leaderboard_opens_from_the_disk_with_its_rows(site, page, tmp_path):
+def test_the_leaderboard_opens_from_the_disk_with_its_rows(page, site, tmp_path):
     results, root = site
     board = build_leaderboard(read_rows(results))
     page.goto((root / "index.html").as_uri())
@@ -97,7 +97,7 @@ def test_the_leaderboard_opens_from_the_disk_with_its_rows(site, page, tmp_path)
     assert (tmp_path / "index.png").stat().st_size > 20_000
 
 
-def test_a_click_on_a_header_sorts_the_rows(site, page):
+def test_a_click_on_a_header_sorts_the_rows(page, site):
     _, root = site
     page.goto((root / "index.html").as_uri())
     header = page.locator("table.leaderboard th", has_text="TPR @ 0.1 % FPR").first
@@ -115,7 +115,7 @@ def test_a_click_on_a_header_sorts_the_rows(site, page):
     assert not page.errors
 
 
-def test_a_link_leads_to_a_cell_page_with_its_figures(site, page, tmp_path):
+def test_a_link_leads_to_a_cell_page_with_its_figures(page, site, tmp_path):
     _, root = site
     page.goto((root / "index.html").as_uri())
     page.locator("table.leaderboard a", has_text="seed 0").first.click()
