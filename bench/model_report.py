@@ -273,7 +273,8 @@ def summary_paragraph(best: pd.Series, rule: str, audit: ModelAudit, epsilon_bou
     n, n_out = best["members"], best["nonmembers"]
     k = records(best[PRIVACY], n)
     low, high = records(best[f"{PRIVACY}_cp_low"], n), records(best[f"{PRIVACY}_cp_high"], n)
-    guess = FPR_LEVELS[PRIVACY] * n
+    chance = random_tpr(n_out, FPR_LEVELS[PRIVACY])
+    guess = chance * n
     wrong = int(np.floor(FPR_LEVELS[PRIVACY] * n_out + 1e-9))
     text = (f"Of the {int(round(n))} training records audited, the strongest attack tried ({best['attack']}) "
             f"identifies about **{k}** at a false-positive rate of 0.1 % (95 % interval {low} to {high}), "
@@ -284,9 +285,9 @@ def summary_paragraph(best: pd.Series, rule: str, audit: ModelAudit, epsilon_bou
     if wrong:
         text += (f"With no false positive at all it identifies about {k0}. " if k0 else
                  "With no false positive at all it identifies none. ")
-    if best[f"{PRIVACY}_cp_low"] > FPR_LEVELS[PRIVACY]:
-        text += ("That is more than guessing can explain: the model's outputs reveal that some records were in its "
-                 "training set. ")
+    if best[f"{PRIVACY}_cp_low"] > chance:
+        text += ("That is more than guessing explains (the interval lies above the random rate): the model's outputs "
+                 "give away the membership of some of its training records. ")
     else:
         text += ("At this rate the audit cannot tell the attack from guessing (its interval reaches the random "
                  "rate). ")
@@ -307,11 +308,11 @@ def summary_paragraph(best: pd.Series, rule: str, audit: ModelAudit, epsilon_bou
     if rule == NAIVE:
         text += ("The strongest attack was chosen on this model's own audit (no calibration audits were available), "
                  "which overstates its TPR somewhat. ")
-    text += ("\n\nThese numbers are lower bounds on what the model leaks, not proofs of safety: they measure what "
-             "these attacks achieve with this attacker's knowledge, and a stronger attack, more reference models or an "
-             "attacker who knows more may identify more records. A low number means these attacks found little, "
-             "not that the model is private.")
-    return text
+    caveat = ("These numbers are lower bounds on what the model leaks, not proofs of safety: they measure what these "
+              "attacks achieve with this attacker's knowledge, and a stronger attack, more reference models or an "
+              "attacker who knows more may identify more records. A low number means these attacks found little, "
+              "not that the model is private.")
+    return f"{text.rstrip()}\n\n{caveat}"
 
 
 def build_report(audit: ModelAudit, figures: dict[str, str] | None = None) -> Report:
@@ -348,7 +349,7 @@ def build_report(audit: ModelAudit, figures: dict[str, str] | None = None) -> Re
         level = FPR_LEVELS[metric]
         tpr = best[metric]
         dagger = " †" if unresolved(level, best["nonmembers"]) else ""
-        guess = random_tpr(best["nonmembers"], level) * n if level == 0 else level * n
+        guess = random_tpr(best["nonmembers"], level) * n
         entries.append([words, f"{_num(tpr)} [{_num(best[f'{metric}_cp_low'])}, {_num(best[f'{metric}_cp_high'])}]"
                         + dagger, f"about {records(tpr, n)} of {int(round(n))} "
                         f"({records(best[f'{metric}_cp_low'], n)} to {records(best[f'{metric}_cp_high'], n)})",
@@ -418,7 +419,9 @@ def build_report(audit: ModelAudit, figures: dict[str, str] | None = None) -> Re
               "- TPR at an FPR is the highest true-positive rate of any threshold whose false-positive rate on the "
               "non-members audited is at most that FPR; tied scores move together.",
               "- Intervals are over the members audited: how many more or fewer records the same attack would "
-              "identify on another draw of training records of this size."]
+              "identify on another draw of training records of this size."
+              + (" Pooling treats the target models' audits as independent; they share records, so the pooled "
+                 "interval is somewhat narrower than it should be." if best["targets"] > 1 else "")]
     markdown = "\n".join(lines) + "\n"
     body = markdown_html(markdown, images=figures)
     identified = {metric: records(best[metric], n) for metric, _ in LEVELS}
