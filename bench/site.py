@@ -197,8 +197,9 @@ def table_html(header: Sequence[str], rows: Iterable[Sequence[str]], classes: st
             + "\n</tbody>\n</table></div>")
 
 
-def text_cell(content: str, raw: bool = False) -> str:
-    return f"<td>{content if raw else esc(content)}</td>"
+def text_cell(content: str) -> str:
+    """A ``<td>`` of text (escaped here)."""
+    return f"<td>{esc(content)}</td>"
 
 
 # --- Markdown of the leaderboard and the reports -----------------------------------------------------------------
@@ -523,7 +524,7 @@ def index_body(board: pd.DataFrame, pages: Sequence[CellPage], source: str) -> s
     """The content of ``index.html``: the explanations, then per group its frontier figure and table."""
     groups = list(board.groupby(list(GROUP_COLUMNS), sort=False))
     toc = "".join(f"<li><a href=\"#{group_anchor(rows['group'].iloc[0])}\">{esc(rows['group'].iloc[0])}</a> "
-                  f"({len(rows)} settings)</li>" for _, rows in groups)
+                  f"({len(rows)} setting{'s' * (len(rows) != 1)})</li>" for _, rows in groups)
     parts = [
         "<h1>privbench leaderboard</h1>",
         f"<p>{len(board)} settings in {len(groups)} dataset × architecture group{'s' * (len(groups) != 1)}, "
