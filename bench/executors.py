@@ -41,7 +41,12 @@ class RunSummary:
 
 
 def _init_worker(threads: int) -> None:
+    """A pool worker takes its share of the cores: torch's threads and those of the OpenMP and BLAS libraries
+    (scikit-learn's, NumPy's), so that the workers together do not oversubscribe the machine."""
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)
     stopping.install_in_worker()
 
 
