@@ -6,7 +6,7 @@ The target's membership is not in here: an attack cannot peek at the answer it i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -93,7 +93,8 @@ class AttackData:
         Classification: ``log p_y`` and ``log(1 − p_y)`` of the outputs above, stacked on a last axis of 2
         (``[N, 2]``, ``[R, N, 2]``, ``[P, 2]``, ``[R, P, 2]``), as an audit computes them once for all its models
         (:func:`attacks.signals.model_signals`); read them with :meth:`true_class`, which computes them from the
-        outputs when they are not given.
+        outputs when they are not given. A view with other outputs is made with :meth:`with_outputs`, which drops
+        them.
     """
 
     target: np.ndarray = per_model("outputs", "target")
@@ -165,6 +166,15 @@ class AttackData:
     @property
     def n_references(self) -> int:
         return len(self.references)
+
+    def with_outputs(self, **outputs: np.ndarray | None) -> AttackData:
+        """A copy whose outputs (``target``, ``references``, ``population_target``, ``population_references``, and
+        ``population_labels``) are replaced, without the true-class signals of the old outputs: they are computed
+        from the new ones when read (:meth:`true_class`). ``dataclasses.replace`` would keep the stale signals."""
+        unknown = sorted(set(outputs) - {*TRUE_CLASS_FIELDS, "population_labels"})
+        if unknown:
+            raise TypeError(f"with_outputs replaces outputs only ({', '.join(TRUE_CLASS_FIELDS)}), not {unknown}")
+        return replace(self, **outputs, **dict.fromkeys(TRUE_CLASS_FIELDS.values()))
 
     def true_class(self, part: TrueClassPart) -> tuple[np.ndarray, np.ndarray]:
         """``log p_y`` and ``log(1 − p_y)`` (:func:`attacks.signals.true_class_log_probs`) of the outputs of

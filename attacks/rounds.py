@@ -8,8 +8,6 @@ round's outputs, with the references' outputs of the same round, and combines th
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from attacks.base import AttackData, AttackOutput
@@ -74,8 +72,8 @@ def rounds_attack(data: AttackData, base: str = "lira", combine: str = "mean") -
     has_population = data.population_target_rounds is not None
     per_round = []
     for t in range(len(data.target_rounds)):
-        view_t = dataclasses.replace(
-            data, target=data.target_rounds[t], references=data.reference_rounds[t],
+        view_t = data.with_outputs(  # the signals of the final outputs are not this round's
+            target=data.target_rounds[t], references=data.reference_rounds[t],
             population_target=data.population_target_rounds[t] if has_population else None,
             population_references=data.population_reference_rounds[t] if has_population else None,
             population_labels=data.population_labels if has_population else None,

@@ -12,7 +12,7 @@ from scipy.special import logsumexp
 from attacks.base import TRUE_CLASS_FIELDS, AttackData, AttackOutput
 from attacks.metric import modified_entropy
 from attacks.signals import LOG_FLOOR, in_model_chunks, model_signals, true_class_log_probs
-from bench.audit import Audit
+from bench.audit import Audit, call_params
 from privkernel.registry import ATTACKS
 from tests.attack_data import synthetic
 from tests.test_attacks_all import FAST, NEW_ATTACKS
@@ -102,3 +102,30 @@ def test_signals_of_another_shape_are_refused():
     case = synthetic(n=50, n_models=3, signal=1.0, seed=0)
     with pytest.raises(ValueError, match="inconsistent target_true_class"):
         dataclasses.replace(case.data, target_true_class=np.zeros((49, 2)))
+
+
+def test_a_view_with_other_outputs_drops_the_old_signals(audit):
+    shared = audit.attack_data(0)
+    other = shared.with_outputs(target=shared.references[0], references=shared.references[::-1])
+    assert all(getattr(other, field) is None for field in TRUE_CLASS_FIELDS.values())
+    np.testing.assert_array_equal(other.true_class("target")[0], true_class_log_probs(shared.references[0],
+                                                                                         shared.labels)[0])
+    with pytest.raises(TypeError, match="replaces outputs only"):
+        shared.with_outputs(labels=shared.labels)
+
+
+def test_the_rounds_attack_scores_each_round_from_that_rounds_outputs(audit):
+    """The federated insider's attack runs its base attack on every round's outputs: the audit's signals are the
+    final outputs', and must not stand in for a round's (they did, until this test)."""
+    rng = np.random.default_rng(5)
+    outputs, population = audit.observed["outputs"], audit.observed["population_outputs"]
+    noisy = lambda a: a + rng.normal(0, 0.5, a.shape)  # other rounds: other outputs
+    rounds = np.stack([noisy(outputs), outputs])
+    population_rounds = np.stack([noisy(population), population])
+    with_rounds = Audit(outputs, audit.keep, audit.labels, population, audit.shared["population_labels"],
+                        rounds=rounds, population_rounds=population_rounds)
+    shared = with_rounds.attack_data(0)
+    own = dataclasses.replace(shared, **dict.fromkeys(TRUE_CLASS_FIELDS.values()))
+    rounds_attack = ATTACKS.get("rounds").obj
+    params = call_params(rounds_attack, ATTACKS.get("rounds").validate({}))
+    np.testing.assert_allclose(rounds_attack(shared, **params).scores, rounds_attack(own, **params).scores, rtol=1e-9)
