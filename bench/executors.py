@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError, ProcessPoolExecutor, as_completed
@@ -51,6 +52,8 @@ def _init_worker(threads: int) -> None:
 
 
 Outcome = tuple[Cell, "CellResult | Exception"]
+#: Seconds between two redraws of the progress bar for the stages of a cell.
+STAGE_REFRESH = 0.5
 
 
 def _in_process(cells: Sequence[Cell], run: dict[str, Any], *, on_stage: Callable[[Cell, str], None],
@@ -176,8 +179,16 @@ def execute(
     summary = RunSummary()
     bar = tqdm(total=len(cells), unit="cell", desc="cells", disable=not progress, dynamic_ncols=True)
     try:
-        def on_stage(cell: Cell, stage: str) -> None:  # this process's cells: the bar names the stage running
-            bar.set_postfix_str(f"{cell.label}: {stage}")
+        shown = [0.0]  # when the bar was last redrawn for a stage
+
+        def on_stage(cell: Cell, stage: str) -> None:
+            """This process's cells: the bar names the stage running, redrawn at most every STAGE_REFRESH seconds
+            (a cell reads hundreds of cached stages in a second) and always for training, the long one."""
+            now = time.monotonic()
+            redraw = stage == "models" or now - shown[0] >= STAGE_REFRESH
+            bar.set_postfix_str(f"{cell.label}: {stage}", refresh=redraw)
+            if redraw:
+                shown[0] = now
 
         with stopping.stop_after_stage():
             outcomes = EXECUTORS[executor](cells, run, workers=workers, ray_address=ray_address, num_cpus=num_cpus,
