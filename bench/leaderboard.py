@@ -557,15 +557,36 @@ def to_markdown(board: pd.DataFrame, source: str = "") -> str:
     return "\n".join(lines)
 
 
+def _rows_per_group(sizes: list[int], lines: int) -> list[int]:
+    """How many settings of each group fit in ``lines`` lines: one each at least, then one more at a time to the
+    group showing the fewest of those not shown in full (in turn), counting the "... and N more" line of a group
+    that is cut."""
+    shown = [1] * len(sizes)
+
+    def used(counts: list[int]) -> int:
+        return sum(counts) + sum(c < n for c, n in zip(counts, sizes, strict=True))
+
+    while True:
+        open_groups = [i for i, (c, n) in enumerate(zip(shown, sizes, strict=True)) if c < n]
+        if not open_groups:
+            return shown
+        best = min(open_groups, key=lambda i: shown[i])
+        trial = shown.copy()
+        trial[best] += 1
+        if used(trial) > lines:
+            return shown
+        shown = trial
+
+
 def compact_summary(board: pd.DataFrame, max_lines: int = 25) -> list[str]:
     """The answer a run ends with: per dataset × architecture group, each setting's utility, strongest attack, its
     TPR at 0.1 % FPR with the 95 % interval and its AUC, in aligned text columns; at most about ``max_lines`` lines
     (a group's further settings are counted, not listed: the full table is ``LEADERBOARD.md``). ★: Pareto-optimal,
     †: the audits cannot resolve 0.1 % FPR (as in the Markdown table)."""
     groups = list(board.groupby(list(GROUP_COLUMNS), sort=False))
-    per_group = max(1, (max_lines - 1 - 3 * len(groups)) // max(1, len(groups)))  # title, header, "... and"; legend
+    allotted = _rows_per_group([len(rows) for _, rows in groups], max_lines - 1 - 2 * len(groups))
     lines = []
-    for (dataset, architecture), rows in groups:
+    for ((dataset, architecture), rows), per_group in zip(groups, allotted, strict=True):
         utility = rows["utility_metric"].iloc[0] or "test_accuracy"
         common = rows["options"].iloc[0] if rows["options"].nunique() == 1 else ""
         lines.append(f"{dataset} · {architecture}" + (f" ({common})" if common else ""))

@@ -72,3 +72,11 @@ def test_a_warning_of_the_cells_is_printed_once_after_the_run(tmp_path, capsys):
     lines = [line for line in err.splitlines() if "Optimal order" in line]
     assert len(lines) == 1 and lines[0].startswith("warning, in 2 cells: UserWarning (")
     assert "valid upper bound" in lines[0]  # what the known warning means
+
+
+def test_the_lines_are_shared_between_groups_in_turn():
+    from bench.leaderboard import _rows_per_group
+
+    # six groups as in the default grid: every group shows one setting, then the cut ones one more each
+    assert _rows_per_group([1, 6, 1, 20, 1, 3], 12) == [1, 2, 1, 2, 1, 2]
+    assert _rows_per_group([3], 22) == [3] and _rows_per_group([40], 22) == [21]
