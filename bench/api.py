@@ -138,15 +138,15 @@ def execute_grid(
     start = time.perf_counter()
     record = RunRecord.start(grid.name, str(grid.path))
     store.begin_run(record, len(grid.cells))
+    def finished(result: CellResult) -> None:
+        store.write_cell(result.rows, result.samples, record, result.timings)
+        if verbose:
+            from tqdm import tqdm
+
+            tqdm.write(f"{result.cell.label}: {format_timings(result.timings)}", file=sys.stderr)
+
     status, summary = "failed", None
     try:
-        def finished(result: CellResult) -> None:
-            store.write_cell(result.rows, result.samples, record, result.timings)
-            if verbose:
-                from tqdm import tqdm
-
-                tqdm.write(f"{result.cell.label}: {format_timings(result.timings)}", file=sys.stderr)
-
         summary = execute(
             grid.cells, finished,
             cache_dir=str(cache.root), force=force, device=device, workers=workers, executor=executor,

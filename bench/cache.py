@@ -51,6 +51,9 @@ STALE_TEMPORARY_SECONDS = 86400.0
 STALE_LOCK_SECONDS = 86400.0
 #: How often a process waiting for another's entry looks again (seconds).
 LOCK_POLL_SECONDS = 0.1
+#: A lock file without its holder's host and pid (a writer killed between creating and filling it) is taken over
+#: once it is this old (seconds); filling it takes microseconds.
+TORN_LOCK_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +321,7 @@ def _stale_lock(lock: Path) -> bool:
         return False
     except ValueError:  # being written right now, or a torn file: judge by its age
         try:
-            return time.time() - lock.stat().st_mtime > 10 * LOCK_POLL_SECONDS + 5
+            return time.time() - lock.stat().st_mtime > TORN_LOCK_SECONDS
         except FileNotFoundError:
             return False
     if host != socket.gethostname():
@@ -346,22 +349,35 @@ class StageUsage:
     newest: float | None
 
 
-def _entries(root: Path, stage: str) -> Iterator[Path]:
+def _stage_files(folder: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """The files of one folder of the cache with their ``stat``: a stage's entries (not the temporaries and locks
+    of writes in progress), or every file of the quarantine. A file removed meanwhile (by another run) is skipped."""
     exts = tuple(f".{ext}" for ext, _, _ in CODECS.values())
-    return (p for p in (root / stage).glob("*/*") if p.suffix in exts and not p.name.startswith("."))
+    paths = folder.rglob("*") if folder.name == QUARANTINE else (
+        p for p in folder.glob("*/*") if p.suffix in exts and not p.name.startswith("."))
+    for path in paths:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        if path.is_file():
+            yield path, stat
+
+
+def _folders(root: Path | str) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        raise BenchError(f"no cache at {root}; pass the folder of a cache with --cache-dir")
+    return sorted(p for p in root.iterdir() if p.is_dir())
 
 
 def cache_usage(root: Path | str) -> list[StageUsage]:
     """Per stage folder of the cache at ``root`` (the quarantine included): entries, bytes and last uses."""
-    root = Path(root)
-    if not root.is_dir():
-        raise BenchError(f"no cache at {root}; pass the folder of a cache with --cache-dir")
     usage = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = [p for p in folder.rglob("*") if p.is_file()] if folder.name == QUARANTINE else \
-            list(_entries(root, folder.name))
-        times = [p.stat().st_mtime for p in files]
-        usage.append(StageUsage(folder.name, len(files), sum(p.stat().st_size for p in files),
+    for folder in _folders(root):
+        stats = [stat for _, stat in _stage_files(folder)]
+        times = [stat.st_mtime for stat in stats]
+        usage.append(StageUsage(folder.name, len(stats), sum(stat.st_size for stat in stats),
                                 min(times, default=None), max(times, default=None)))
     return usage
 
@@ -371,15 +387,11 @@ def prune_unused(root: Path | str, days: float, dry_run: bool = False) -> tuple[
     how many and their bytes. With ``dry_run`` only count them."""
     if days < 0:
         raise BenchError(f"--older-than must be at least 0 days, got {days:g}")
-    root = Path(root)
     cutoff = time.time() - days * 86400.0
     count = size = 0
-    for usage in cache_usage(root):
-        folder = root / usage.stage
-        files = folder.rglob("*") if usage.stage == QUARANTINE else _entries(root, usage.stage)
-        for path in list(files):
-            stat = path.stat()
-            if path.is_file() and stat.st_mtime < cutoff:
+    for folder in _folders(root):
+        for path, stat in list(_stage_files(folder)):
+            if stat.st_mtime < cutoff:
                 count, size = count + 1, size + stat.st_size
                 if not dry_run:
                     path.unlink(missing_ok=True)

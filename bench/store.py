@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
 import shlex
 import sqlite3
@@ -62,8 +63,6 @@ META = "meta"
 RUNS = "runs"
 GRID_ROWS = "grid_rows"
 STAGE_TIMES = "stage_times"
-RUN_COLUMNS = ("id", "grid", "grid_path", "privbench", "command", "started", "finished", "status", "cells", "done",
-               "failed", "computed")
 #: The version of the store's columns this code writes and reads; bump it (and extend :func:`migrate_store`)
 #: whenever a change renames or reinterprets columns.
 SCHEMA_VERSION = 2
@@ -139,9 +138,10 @@ class ResultsStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = self._connect()
             try:
+                probe = _quote(f"_probe_{os.getpid()}_{secrets.token_hex(4)}")  # runs sharing the store probe apart
                 with db:
-                    db.execute("CREATE TABLE IF NOT EXISTS _probe (x)")
-                    db.execute("DROP TABLE _probe")
+                    db.execute(f"CREATE TABLE {probe} (x)")
+                    db.execute(f"DROP TABLE {probe}")
                 check_schema(db, self.path)
             finally:
                 db.close()

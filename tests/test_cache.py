@@ -168,3 +168,26 @@ def test_temporaries_of_unfinished_writes_older_than_a_day_are_removed(tmp_path)
     assert cache.clean_temporaries() == 1
     assert not old.exists() and fresh.exists()  # a write in progress elsewhere is left alone
     assert cache.load("models", "abcd", "json") == {"w": 1}
+
+
+def test_a_lock_left_by_a_dead_or_torn_writer_is_taken_over(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    cache = Cache(tmp_path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for key, content, age in (("a" * 64, f"{socket.gethostname()} {dead.stdout.strip()}\n", 0.0), ("b" * 64, "", 60.0)):
+        lock = cache.path("split", key, "json").with_name(f".{key}.lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text(content)
+        os.utime(lock, (time.time() - age, time.time() - age))
+        got: list = []
+        worker = threading.Thread(target=lambda got=got, key=key: got.append(
+            cache.get_or_compute("split", key, "json", lambda: {"x": 1})), daemon=True)
+        worker.start()
+        worker.join(timeout=10)  # a lock never taken over would make the writer wait for ever
+        assert got == [{"x": 1}] and not lock.exists()
