@@ -36,6 +36,16 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _memory_size(text: str) -> int:
+    """An argparse type: a memory size such as ``512M`` or ``4G`` (:func:`privkernel.memory.parse_size`)."""
+    from privkernel.memory import parse_size
+
+    try:
+        return parse_size(text)
+    except BenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("memory budget ")) from None
+
+
 def _number_above(low: float, inclusive: bool) -> Callable[[str], float]:
     """An argparse type: a finite number above ``low`` (or equal to it when ``inclusive``), refused at parse time."""
 
@@ -88,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="retries of a failed Ray task before it is reported (default: 1)")
     running.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                          help="where models train: cuda if available with auto (default: %(default)s)")
+    running.add_argument("--memory-budget", type=_memory_size, metavar="SIZE",
+                         help="memory that one cell's largest computations (per-sample gradients of DP-SGD, model "
+                         "outputs) are chunked to fit, e.g. 2G; results do not depend on it (default: half of the "
+                         "available memory, of the GPU with --device cuda)")
     running.add_argument("--quiet", action="store_true", help="no progress bar")
     running.add_argument("--verbose", action="store_true",
                          help="print each finished cell's seconds per stage, and the run's totals per stage")
@@ -658,6 +672,10 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "memory_budget", None) is not None:  # read where chunks are sized, in this process or a worker
+        from privkernel.memory import ENV
+
+        os.environ[ENV] = str(args.memory_budget)
     try:
         problems = _plugin_problems()
         if problems and args.command != "list":  # `list` still shows what loaded, then exits 2

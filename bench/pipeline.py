@@ -139,9 +139,11 @@ class CellRun:
 
     @cached_property
     def features_key(self) -> str:
-        return self._key(
-            "features", dataset=self._versioned(self.cell.dataset, DATASETS), files=self._file_digests()
-        )
+        spec = self.cell.dataset
+        version = DATASETS.get(spec.name).tag("layout", spec.kwargs)
+        # the layout of the arrays (a featurizer's version) enters the key from 2 on, so older keys stay put
+        return self._key("features", dataset=self._versioned(spec, DATASETS), files=self._file_digests(),
+                         **({"layout": version} if version > 1 else {}))
 
     def _file_digests(self) -> dict[str, str]:
         """SHA-256 of the files a dataset reads (its ``files`` tag names the path parameters): an edited file

@@ -40,6 +40,7 @@ from defenses.base import Defense
 from privkernel.errors import BenchError
 from privkernel.hashing import derive_seed
 from privkernel.lazy import lazy_import
+from privkernel.memory import memory_budget
 from privkernel.registry import DEFENSES, Param
 from targets.ensemble import (
     Ensemble,
@@ -47,6 +48,7 @@ from targets.ensemble import (
     is_linear_chain,
     minibatch_indices,
     record_shape,
+    records_within,
     run_linear_chain,
     take,
 )
@@ -187,14 +189,18 @@ def clip_factors(squared_norms: torch.Tensor, weights: torch.Tensor, max_grad_no
 
 
 def vmap_clipped_sum(
-    ensemble: Ensemble, X: Inputs, y: torch.Tensor, weights: torch.Tensor, loss: LossFn, max_grad_norm: float
+    ensemble: Ensemble, X: Inputs, y: torch.Tensor, weights: torch.Tensor, loss: LossFn, max_grad_norm: float,
+    chunk: int | None = None,
 ) -> tuple[Grads, torch.Tensor]:
     """Reference clipped sum :math:`\\sum_i w_i c_i g_{m,i}` ``{name: [M, *shape]}`` for any architecture, and the
     per-sample losses ``[M, B]``.
 
     ``X[M, B, ...]`` and ``y[M, B]`` are each model's batch, ``weights[M, B]`` 1 for a record and 0 for padding.
-    The per-sample gradients ``[M, B, *shape]`` are formed in full by ``vmap`` (models) ∘ ``vmap`` (samples) ∘
-    ``grad``; their global norm (all parameters together) sets the clip factor.
+    The per-sample gradients ``[M, b, *shape]`` of ``chunk`` samples at a time (default: as many as the memory
+    budget holds, :func:`targets.ensemble.records_within`) are formed in full by ``vmap`` (models) ∘ ``vmap``
+    (samples) ∘ ``grad``; their global norm (all parameters together) sets the clip factor, and the chunks'
+    clipped sums are added in order. A template with ``collate`` (graphs) gets each chunk's records cut to the
+    padding they need (``targets.graphs.trim``), which changes no number a record gives.
     """
 
     def sample_loss(params: Grads, buffers: Grads, x: Inputs, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -208,10 +214,27 @@ def vmap_clipped_sum(
     per_model = torch.func.vmap(per_sample, randomness="different")
     ensemble.template.train()
     params = {k: v.detach() for k, v in ensemble.params.items()}
-    grads, losses = per_model(params, ensemble.buffers, X, y)
-    squared = sum(g.flatten(2).pow(2).sum(-1) for g in grads.values())
-    factors = clip_factors(squared, weights, max_grad_norm)
-    return {k: torch.einsum("mb,mb...->m...", factors, g) for k, g in grads.items()}, losses
+    B = y.shape[1]
+    if chunk is None:
+        chunk = records_within(ensemble, take(X, (slice(None), slice(None, 1))), memory_budget(ensemble.device),
+                               per_sample_gradients=True)
+    summed: Grads = {}
+    losses = []
+    for start in range(0, B, chunk):
+        part = (slice(None), slice(start, start + chunk))
+        x = take(X, part)
+        if hasattr(ensemble.template, "collate"):
+            from targets.graphs import trim
+
+            x = trim(x)
+        grads, chunk_losses = per_model(params, ensemble.buffers, x, y[part])
+        squared = sum(g.flatten(2).pow(2).sum(-1) for g in grads.values())
+        factors = clip_factors(squared, weights[part], max_grad_norm)
+        for k, g in grads.items():
+            clipped = torch.einsum("mb,mb...->m...", factors, g)
+            summed[k] = clipped if k not in summed else summed[k] + clipped
+        losses.append(chunk_losses)
+    return summed, torch.cat(losses, 1)
 
 
 def book_keeping_clipped_sum(

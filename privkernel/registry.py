@@ -275,6 +275,8 @@ TAGS: dict[str, Tag] = {t.name: t for t in (
     Tag("n_classes", int | None, None, "number of classes (1 for regression); None: not known before loading"),
     Tag("size", int | None, None, "number of records, where it is fixed"),
     Tag("files", tuple[str, ...], (), "parameters that name input files, whose contents enter the cache keys"),
+    Tag("layout", int, 1, "version of the arrays the dataset gives (e.g. its featurizer's); from 2 on it enters the "
+        "features' cache key, so that a change of layout is computed anew"),
     Tag("accepts", tuple[str, ...], ("vector",), "input kinds the architecture builds a model for"),
     Tag("tasks", tuple[str, ...], TASK_KINDS, "tasks the component applies to", choices=TASK_KINDS),
     Tag("perturbs", tuple[str, ...] | None, None,
@@ -293,7 +295,7 @@ TAGS: dict[str, Tag] = {t.name: t for t in (
 
 #: The tags of each family; ``check`` belongs to all of them (the one way to refuse parameters at grid load).
 FAMILY_TAGS: dict[str, tuple[str, ...]] = {
-    "datasets": ("task", "inputs", "n_classes", "size", "files", "check"),
+    "datasets": ("task", "inputs", "n_classes", "size", "files", "layout", "check"),
     "architectures": ("accepts", "check"),
     "defenses": ("tasks", "check"),
     "attacks": ("tasks", "perturbs", "requires", "access", "knowledge", "check"),

@@ -27,14 +27,19 @@ class GlobalMeanPool(nn.Module):
 
 
 class MPNN(nn.Module):
-    """Message passing over a dense padded graph ``{"atoms": [B, A, F], "bonds": [B, A, A, K], "mask": [B, A]}``.
+    """Message passing over molecular graphs given as edge lists (:mod:`targets.graphs`).
 
-    Atom states start as ``relu(W_in · atoms)``. Each of ``steps`` rounds sends along every bond of type ``k`` the
-    message ``W_k · h_j`` (one weight per bond type), sums them per receiving atom and updates
-    ``h_i ← LayerNorm(h_i + relu(U · h_i + Σ messages))``, then dropout. States of padded atoms (``mask`` 0) are
-    zeroed after every round and bonds are masked at both ends, so padding never reaches a real atom; the readout
-    (masked mean or sum over atoms) feeds an MLP head. Everything is elementwise or a contraction with no
-    data-dependent branch, so the module runs under ``torch.func.vmap`` and is invariant to the order of atoms.
+    Atom states start as ``relu(W_in · atoms)``. Each of ``steps`` rounds sends along every bond of type ``k``
+    from atom ``j`` to atom ``i`` the message ``W_k · h_j`` (one weight per bond type), sums them per receiving
+    atom and updates ``h_i ← LayerNorm(h_i + relu(U · h_i + Σ messages))``, then dropout. The readout (mean or sum
+    of each graph's atom states) feeds an MLP head.
+
+    ``forward`` takes a packed batch (:func:`targets.graphs.pack`, what :meth:`collate` gives the ensemble), or
+    per-record graphs ``[B, A, ...]``, which it packs with their padding (:func:`targets.graphs.pack_padded`; so
+    under ``vmap`` over samples too). Messages are gathered along the bonds and summed with ``index_add``, as
+    PyTorch Geometric does: memory and work grow with the atoms and bonds, not with the square of the largest
+    molecule. Padding atoms belong to no graph and padding bonds carry nothing, so padding never reaches a real
+    atom or the readout, and the outputs do not depend on the order of a molecule's atoms.
     """
 
     def __init__(
@@ -57,19 +62,41 @@ class MPNN(nn.Module):
         for weight in self.message:
             nn.init.uniform_(weight, -bound, bound)
 
+    @staticmethod
+    def collate(x: Mapping[str, torch.Tensor], batch_dims: int) -> dict[str, torch.Tensor]:
+        """The packed batch of per-record graphs ``x`` (``batch_dims`` 1: ``[B, ...]``, 2: ``[M, B, ...]``),
+        padding removed: what the ensemble passes to :meth:`forward` (outside ``vmap``)."""
+        from targets.graphs import pack
+
+        return pack(x, batch_dims)
+
+    def activation_elements(self, x: Mapping[str, torch.Tensor]) -> float:
+        """About how many activation numbers one record of ``x`` (per-record graphs) costs a forward pass that
+        keeps them for the backward pass: per atom, each round's per-type messages and a few states."""
+        atoms = float(x["mask"].sum()) / max(1, x["mask"][..., 0].numel())
+        hidden, types = self.embed.out_features, self.message[0].shape[0]
+        return atoms * len(self.message) * (types + 6) * hidden
+
     def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        atoms, bonds, mask = x["atoms"], x["bonds"], x["mask"]
-        keep = mask.unsqueeze(-1)  # [B, A, 1]
-        bonds = bonds * mask[..., :, None, None] * mask[..., None, :, None]  # [B, A, A, K], padding cut off
-        h = torch.relu(self.embed(atoms)) * keep  # [B, A, H]
+        from targets.graphs import is_packed, pack_padded
+
+        if not is_packed(x):
+            x = pack_padded(x)
+        atoms, graph, bonds, bond_mask, size = x["atoms"], x["graph"], x["bonds"], x["bond_mask"], x["size"]
+        n_graphs, (n_atoms, _), n_types = size.shape[-1], atoms.shape, self.message[0].shape[0]
+        keep = (graph < n_graphs).to(atoms.dtype).unsqueeze(-1)  # [T, 1]
+        source, receiver, kind = bonds.unbind(-1)
+        along = source * n_types + kind  # row of (sending atom, bond type) in the per-type messages
+        carried = bond_mask.unsqueeze(-1)
+        h = torch.relu(self.embed(atoms)) * keep  # [T, H]
         for weight, update, norm in zip(self.message, self.update, self.norm, strict=True):
-            per_type = torch.einsum("bjh,khg->bjkg", h, weight)  # message of atom j along a bond of type k
-            incoming = torch.einsum("bijk,bjkg->big", bonds, per_type)
+            per_type = torch.einsum("th,khg->tkg", h, weight).reshape(n_atoms * n_types, -1)
+            incoming = torch.zeros_like(h).index_add(0, receiver, per_type[along] * carried)
             h = norm(h + torch.relu(update(h) + incoming))
             h = self.dropout(h) * keep
-        pooled = h.sum(dim=-2)
+        pooled = h.new_zeros((n_graphs + 1, h.shape[-1])).index_add(0, graph, h)[:n_graphs]
         if self.readout == "mean":
-            pooled = pooled / mask.sum(dim=-1, keepdim=True).clamp_min(1.0)
+            pooled = pooled / size.clamp_min(1.0).unsqueeze(-1)
         return self.head(pooled)
 
 

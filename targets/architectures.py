@@ -5,8 +5,8 @@ A factory is called as ``factory(input_shape, n_outputs, **params)``. ``input_sh
 * a tuple for tensor inputs — ``(F,)`` for vectors, ``(C, H, W)`` for images, ``(D, H, W)`` or ``(C, D, H, W)`` for
   volumes;
 * a dict ``{key: per-record shape}`` for dict inputs — for a molecular graph
-  ``{"atoms": (A, F), "bonds": (A, A, B), "mask": (A,)}`` (see :mod:`targets.featurizers`), and ``forward``
-  then receives the dict of batched tensors.
+  ``{"atoms": (A, F), "mask": (A,), "bonds": (E, 3), "bond_mask": (E,)}`` (see :mod:`targets.graphs`), and
+  ``forward`` then receives the dict of batched tensors.
 
 The ``accepts`` tag lists the input kinds ("vector", "image", "volume", "graph") an architecture can take. The ensemble
 trainer stacks ``n_models`` instances and runs them with ``torch.func.vmap``, so modules avoid in-place ops on
@@ -143,15 +143,13 @@ def cnn(
     return torch.nn.Sequential(*conv_net(2, shape[0], n_outputs, channels, depth, kernel_size, dropout, "cnn"))
 
 
-# --- message passing over dense padded graphs -------------------------------------------------------------------
-
-GRAPH_KEYS = ("atoms", "bonds", "mask")
+# --- message passing over molecular graphs ----------------------------------------------------------------------
 
 
 @ARCHITECTURES.register(
     "mpnn",
-    description="Message-passing network over dense padded molecular graphs (features: graph): a message weight "
-    "per bond type, `steps` rounds with residual LayerNorm updates, masked mean or sum readout, an MLP head.",
+    description="Message-passing network over molecular graphs as edge lists (features: graph): a message weight "
+    "per bond type, `steps` rounds with residual LayerNorm updates, mean or sum readout, an MLP head.",
     params=[
         Param("hidden", int, 64, "atom state size", low=1, high=4096),
         Param("steps", int, 3, "message-passing rounds", low=1, high=16),
@@ -160,26 +158,31 @@ GRAPH_KEYS = ("atoms", "bonds", "mask")
         Param("readout", str, "mean", "pooling of atom states into one vector", choices=("mean", "sum")),
     ],
     accepts=("graph",),
+    version=2,  # 2: edge lists (targets.graphs) instead of a dense adjacency
 )
 def mpnn(
     input_shape: InputShape, n_outputs: int, hidden: int, steps: int, dropout: float, readout: str
 ) -> nn.Module:
-    """``input_shape`` is the dict ``{"atoms": (A, F), "bonds": (A, A, K), "mask": (A,)}`` of one record."""
-    if not isinstance(input_shape, Mapping) or not all(k in input_shape for k in GRAPH_KEYS):
+    """``input_shape`` is the dict ``{"atoms": (A, F), "mask": (A,), "bonds": (E, 3), "bond_mask": (E,)}`` of one
+    record (:mod:`targets.graphs`)."""
+    from targets.featurizers import BOND_TYPE_NAMES
+    from targets.graphs import RECORD_KEYS
+
+    if not isinstance(input_shape, Mapping) or not all(k in input_shape for k in RECORD_KEYS):
         got = list(input_shape) if isinstance(input_shape, Mapping) else f"a tensor shaped {list(input_shape)}"
         raise BenchError(
-            f"architecture 'mpnn' needs graph inputs (a dict with {', '.join(GRAPH_KEYS)}), got {got}; use "
-            "features: graph, or mlp/logreg for fingerprints"
+            f"architecture 'mpnn' needs graph inputs (a dict with {', '.join(RECORD_KEYS)}), got {got}; use "
+            "features: graph (features cached before edge lists are computed anew), or mlp/logreg for fingerprints"
         )
     atoms, bonds = tuple(input_shape["atoms"]), tuple(input_shape["bonds"])
-    if len(atoms) != 2 or len(bonds) != 3:
+    if len(atoms) != 2 or bonds[1:] != (3,):
         raise BenchError(
-            f"architecture 'mpnn': per-record atoms must be [A, F] and bonds [A, A, K], got {list(atoms)} and "
+            f"architecture 'mpnn': per-record atoms must be [A, F] and bonds [E, 3], got {list(atoms)} and "
             f"{list(bonds)}; use targets.featurizers.graph to build the inputs"
         )
     from targets._layers import MPNN
 
-    return MPNN(atoms[-1], bonds[-1], n_outputs, hidden, steps, dropout, readout)
+    return MPNN(atoms[-1], len(BOND_TYPE_NAMES), n_outputs, hidden, steps, dropout, readout)
 
 
 # --- convolutional network for volumes --------------------------------------------------------------------------

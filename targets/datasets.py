@@ -216,7 +216,7 @@ def chembl_threshold_problem(
         "joined by id with their pIC50 (4.27–9.22, median 6.44). classification: active = pIC50 ≥ threshold; "
         f"the default {CHEMBL_DEFAULT_THRESHOLD} gives 232 actives (22.8 %, the minority class 1) and 785 inactives "
         "(77.2 %). regression: y = pIC50 (float32, not standardized). features: ECFP4/6, MACCS, RDKit path "
-        "fingerprints or a dense graph."
+        "fingerprints or a graph."
     ),
     params=[
         Param("task", str, "classification", "classification (active vs inactive) or regression (pIC50)",
@@ -227,6 +227,7 @@ def chembl_threshold_problem(
     ],
     task=task_tag,
     inputs=lambda p: FEATURIZERS[p["features"]].inputs,
+    layout=lambda p: FEATURIZERS[p["features"]].version,
     n_classes=lambda p: 2 if p["task"] == "classification" else 1,
     check=chembl_threshold_problem,
     size=1017,
@@ -348,6 +349,7 @@ def _bad_rows(kind: str, lines: list[str], n: int, source: str, drop_invalid: bo
     ],
     task=task_tag,
     inputs=lambda p: FEATURIZERS[p["features"]].inputs if p["smiles_col"] is not None else "vector",
+    layout=lambda p: FEATURIZERS[p["features"]].version if p["smiles_col"] is not None else 1,
     files=("path",),
 )
 def csv(

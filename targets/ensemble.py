@@ -21,6 +21,7 @@ import numpy as np
 
 from privkernel.hashing import derive_seed
 from privkernel.lazy import lazy_import
+from privkernel.memory import memory_budget
 
 if TYPE_CHECKING:
     from torch import nn
@@ -70,6 +71,11 @@ class Ensemble:
         """Model ``m`` alone, as an ensemble of one whose tensors are views of this one's."""
         return Ensemble(self.template, {k: v[m : m + 1] for k, v in self.params.items()},
                         {k: v[m : m + 1] for k, v in self.buffers.items()})
+
+    @property
+    def device(self) -> str:
+        """The device of the stacked parameters, as text (``"cpu"``, ``"cuda:0"``)."""
+        return str(next(iter(self.params.values())).device)
 
     @property
     def n_models(self) -> int:
@@ -123,7 +129,14 @@ class Ensemble:
         self.template.train(training)
         if self.formulation(x, 2) == "matmul":
             return run_linear_chain(self.template, x, self._linear)
-        return torch.func.vmap(self._call, randomness="different")(self.params, self.buffers, x)
+        return torch.func.vmap(self._call, randomness="different")(self.params, self.buffers, self.collate(x, 2))
+
+    def collate(self, x: Inputs, batch_dims: int) -> Inputs:
+        """The inputs as the template's ``collate(x, batch_dims)`` lays them out for a batch (a graph network
+        packs its graphs without padding, :func:`targets.graphs.pack`), outside ``vmap``; ``x`` itself when the
+        template has no ``collate``."""
+        collate = getattr(self.template, "collate", None)
+        return x if collate is None else collate(x, batch_dims)
 
     def predict(self, X: Inputs, batch_size: int = 4096) -> torch.Tensor:
         """Evaluation-mode outputs of every model on shared inputs ``X[N, ...]`` → ``[M, N, outputs]``, without
@@ -135,8 +148,9 @@ class Ensemble:
             else:
                 run = functools.partial(torch.func.vmap(self._call, in_dims=(0, 0, None), randomness="same"),
                                         self.params, self.buffers)
+            batch_size = min(batch_size, records_within(self, X, memory_budget(self.device)))
             chunks = range(0, n_records(X), batch_size)
-            return torch.cat([run(take(X, slice(i, i + batch_size))) for i in chunks], 1)
+            return torch.cat([run(self.collate(take(X, slice(i, i + batch_size)), 1)) for i in chunks], 1)
 
 
 #: A forward reference (a string), so that importing this module, and the modules whose annotations name it, does not
@@ -144,6 +158,23 @@ class Ensemble:
 Inputs: TypeAlias = "torch.Tensor | dict[str, torch.Tensor]"
 """Model inputs: one tensor, or a dict of tensors sharing their first dimension (e.g. a molecular graph's
 ``atoms``, ``bonds`` and ``mask``), passed to the module's ``forward`` as it is."""
+
+
+def records_within(ensemble: Ensemble, X: Inputs, budget: int, *, per_sample_gradients: bool = False) -> int:
+    """How many records of ``X`` the ensemble's M models can take in one computation within ``budget`` bytes.
+
+    A record costs, per model, the activations the template estimates for it (``activation_elements(X)``, a
+    graph network's per-atom states and messages; otherwise 8 numbers per input number) and, for per-sample
+    gradients, a copy of the parameters; three bytes in four of the budget go to them, at the parameters' float
+    size.
+    """
+    estimate = getattr(ensemble.template, "activation_elements", None)
+    leaves = torch.utils._pytree.tree_flatten(X)[0]
+    per_record = estimate(X) if estimate is not None else 8.0 * sum(t[0].numel() for t in leaves)
+    if per_sample_gradients:
+        per_record += sum(p[0].numel() for p in ensemble.params.values())
+    size = next(iter(ensemble.params.values())).element_size()
+    return max(1, int(0.75 * budget / (ensemble.n_models * per_record * size)))
 
 
 def n_records(X: Inputs) -> int:

@@ -1,16 +1,19 @@
-"""Molecular featurizers built on RDKit: fingerprints (ECFP, MACCS, RDKit path) and dense padded graphs.
+"""Molecular featurizers built on RDKit: fingerprints (ECFP, MACCS, RDKit path) and graphs as edge lists.
 
 Every featurizer takes a sequence of molecules, given as SMILES strings or as RDKit ``Mol`` objects, and returns
 float32 arrays with one row per molecule. :func:`featurize` is the entry point used by the dataset loaders: it
 parses the SMILES once (:func:`parse_smiles`), then dispatches by name through :data:`FEATURIZERS`.
 
 Fingerprints are float32 arrays ``[N, n_bits]`` (``[N, 167]`` for MACCS) holding 0/1 bits, or occurrence counts
-when ``counts`` is true. A graph is a dict of float32 arrays padded to the largest molecule (``A`` heavy atoms;
-hydrogens stay implicit and enter the atom features as a count)::
+when ``counts`` is true. A graph is a dict of arrays padded to the largest molecule (``A`` heavy atoms;
+hydrogens stay implicit and enter the atom features as a count) and its bonds (``E`` directed bonds)::
 
-    atoms  [N, A, ATOM_FEATURES]   per-atom features (see ATOM_FEATURE_NAMES); zero rows for padding
-    bonds  [N, A, A, len(BOND_TYPE_NAMES)]  symmetric adjacency, one channel per bond type
-    mask   [N, A]                  1 for a real atom, 0 for padding
+    atoms      [N, A, ATOM_FEATURES]  per-atom features (see ATOM_FEATURE_NAMES); zero rows for padding
+    mask       [N, A]                 1 for a real atom, 0 for padding
+    bonds      [N, E, 3]              int32 directed bonds (source, receiver, channel of BOND_TYPE_NAMES)
+    bond_mask  [N, E]                 1 for a real bond, 0 for padding
+
+(the per-record layout of :mod:`targets.graphs`).
 
 RDKit is imported only when a molecule is parsed or featurized (inside the functions below), so that importing
 this module (every ``python -m bench`` command registers the datasets that use it) costs nothing. The RDKit enums
@@ -225,23 +228,34 @@ def atom_features(atom: Chem.Atom) -> np.ndarray:
 
 
 def graph(molecules: Sequence[str | Chem.Mol]) -> dict[str, np.ndarray]:
-    """Dense padded molecular graphs: ``{"atoms": [N, A, F], "bonds": [N, A, A, B], "mask": [N, A]}``."""
+    """Molecular graphs as padded edge lists (the per-record layout of :mod:`targets.graphs`):
+    ``{"atoms": [N, A, F], "mask": [N, A], "bonds": [N, E, 3], "bond_mask": [N, E]}``.
+
+    Every chemical bond gives two directed bonds, (a, b) and (b, a), each ``(source, receiver, type)`` with the
+    type's channel of :data:`BOND_TYPE_NAMES`, in RDKit's bond order; a molecule's atoms and bonds come first in
+    their rows and the rest is padding (zeros, mask 0). ``A`` is the largest molecule's heavy atoms and ``E`` its
+    largest number of directed bonds.
+    """
     mols = _as_mols(molecules)
     n_atoms = max((m.GetNumAtoms() for m in mols), default=0)
+    n_bonds = max((2 * m.GetNumBonds() for m in mols), default=0)
     atoms = np.zeros((len(mols), n_atoms, ATOM_FEATURES), dtype=np.float32)
-    bonds = np.zeros((len(mols), n_atoms, n_atoms, len(BOND_TYPE_NAMES)), dtype=np.float32)
     mask = np.zeros((len(mols), n_atoms), dtype=np.float32)
+    bonds = np.zeros((len(mols), n_bonds, 3), dtype=np.int32)
+    bond_mask = np.zeros((len(mols), n_bonds), dtype=np.float32)
     bond_index = _bond_index()
     single = BOND_TYPE_NAMES.index("SINGLE")
     for i, mol in enumerate(mols):
         for atom in mol.GetAtoms():
             atoms[i, atom.GetIdx()] = atom_features(atom)
         mask[i, : mol.GetNumAtoms()] = 1.0
-        for bond in mol.GetBonds():
+        for e, bond in enumerate(mol.GetBonds()):
             a, b = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
             channel = bond_index.get(bond.GetBondType(), single)
-            bonds[i, a, b, channel] = bonds[i, b, a, channel] = 1.0
-    return {"atoms": atoms, "bonds": bonds, "mask": mask}
+            bonds[i, 2 * e] = (a, b, channel)
+            bonds[i, 2 * e + 1] = (b, a, channel)
+        bond_mask[i, : 2 * mol.GetNumBonds()] = 1.0
+    return {"atoms": atoms, "mask": mask, "bonds": bonds, "bond_mask": bond_mask}
 
 
 # --- dispatch --------------------------------------------------------------------------------------------------
@@ -254,6 +268,9 @@ class Featurizer:
     fn: Callable[[list[Chem.Mol], int, bool], np.ndarray | dict[str, np.ndarray]]
     inputs: str
     description: str
+    #: Enters the features' cache key from 2 on: bump it when the arrays the featurizer gives change (2: graphs
+    #: as edge lists instead of a dense adjacency).
+    version: int = 1
 
 
 FEATURIZERS: dict[str, Featurizer] = {
@@ -261,7 +278,8 @@ FEATURIZERS: dict[str, Featurizer] = {
     "ecfp6": Featurizer(lambda m, n, c: ecfp(m, 3, n, c), "vector", "Morgan fingerprint, radius 3 (ECFP6)"),
     "maccs": Featurizer(lambda m, n, c: maccs(m), "vector", "166 MACCS keys (n_bits and counts ignored)"),
     "rdkit_path": Featurizer(lambda m, n, c: rdkit_path(m, n, c), "vector", "RDKit path fingerprint"),
-    "graph": Featurizer(lambda m, n, c: graph(m), "graph", "dense padded graph (n_bits and counts ignored)"),
+    "graph": Featurizer(lambda m, n, c: graph(m), "graph", "molecular graph as edge lists (n_bits and counts ignored)",
+                        version=2),
 }
 
 

@@ -375,6 +375,7 @@ def _b3db_file(params: Mapping[str, Any]) -> Path:
     ],
     task=task_tag,
     inputs=lambda p: FEATURIZERS[p["features"]].inputs,
+    layout=lambda p: FEATURIZERS[p["features"]].version,
     n_classes=lambda p: 2 if p["task"] == "classification" else 1,
     check=_package_problem(_b3db_file),
 )

@@ -110,7 +110,7 @@ def models():
     torch.manual_seed(0)
     out = {}
     for readout in ("mean", "sum"):
-        model = mpnn({"atoms": (1, fz.ATOM_FEATURES), "bonds": (1, 1, 4), "mask": (1,)}, 3, 16, 3, 0.2, readout)
+        model = mpnn({"atoms": (1, fz.ATOM_FEATURES), "mask": (1,), "bonds": (1, 3), "bond_mask": (1,)}, 3, 16, 3, 0.2, readout)
         out[readout] = model.eval()  # dropout off: a deterministic function of the graph
     return out
 
@@ -133,26 +133,21 @@ def test_mpnn_ignores_padded_atoms_whatever_they_hold(models, readout):
     alone = graph_tensors(["CCO"])  # 3 atoms, no padding
     padded = graph_tensors(["CCO", "CC(=O)Nc1ccc(O)cc1"])  # ethanol padded to 11 atoms
     g = torch.Generator().manual_seed(3)
-    junk = {  # fill ethanol's padding with junk atoms and bonds: the mask alone must keep them out
-        "atoms": padded["atoms"].clone(),
-        "bonds": padded["bonds"].clone(),
-        "mask": padded["mask"],
-    }
+    junk = {k: v.clone() for k, v in padded.items()}  # junk in ethanol's padding: the masks alone keep it out
     junk["atoms"][0, 3:] = torch.rand(junk["atoms"][0, 3:].shape, generator=g)
-    junk["bonds"][0, :, 3:] = 1.0
-    junk["bonds"][0, 3:, :] = 1.0
+    junk["bonds"][0, 4:] = torch.tensor([3, 0, 1])  # padding bonds from a padding atom into a real one
     with torch.no_grad():
         reference = models[readout](alone)[0]
         torch.testing.assert_close(models[readout](padded)[0], reference, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(models[readout](junk)[0], reference, rtol=1e-4, atol=1e-5)
         # the padding does matter when it is not masked: the test would catch a model that ignored the mask
-        unmasked = dict(junk, mask=torch.ones_like(junk["mask"]))
+        unmasked = dict(junk, mask=torch.ones_like(junk["mask"]), bond_mask=torch.ones_like(junk["bond_mask"]))
         assert not torch.allclose(models[readout](unmasked)[0], reference, atol=1e-3)
 
 
 def test_mpnn_readouts_differ_on_molecule_size():
     torch.manual_seed(0)
-    shape = {"atoms": (1, fz.ATOM_FEATURES), "bonds": (1, 1, 4), "mask": (1,)}
+    shape = {"atoms": (1, fz.ATOM_FEATURES), "mask": (1,), "bonds": (1, 3), "bond_mask": (1,)}
     small, large = graph_tensors(["C"]), graph_tensors(["CCCCCCCCCC"])
     model_sum = mpnn(shape, 1, 8, 1, 0.0, "sum").eval()
     model_mean = mpnn(shape, 1, 8, 1, 0.0, "mean").eval()

@@ -126,9 +126,12 @@ def test_chembl_graph_features(chembl_table):
     assert tag("chembl_activity", "inputs") == "vector"
     atoms, bonds, mask = data.X["atoms"], data.X["bonds"], data.X["mask"]
     n, a = mask.shape
-    assert n == len(smiles) and atoms.shape == (n, a, fz.ATOM_FEATURES) and bonds.shape == (n, a, a, 4)
-    heavy = np.array([Chem.MolFromSmiles(s).GetNumAtoms() for s in smiles])
+    mols = [Chem.MolFromSmiles(s) for s in smiles]
+    e = 2 * max(m.GetNumBonds() for m in mols)
+    assert n == len(smiles) and atoms.shape == (n, a, fz.ATOM_FEATURES) and bonds.shape == (n, e, 3)
+    heavy = np.array([m.GetNumAtoms() for m in mols])
     np.testing.assert_array_equal(mask.sum(1), heavy)
+    np.testing.assert_array_equal(data.X["bond_mask"].sum(1), [2 * m.GetNumBonds() for m in mols])
     assert a == heavy.max()
     assert (atoms.sum(-1)[mask == 0] == 0).all()
 
@@ -193,7 +196,7 @@ def test_csv_smiles_are_featurized(tmp_path):
     np.testing.assert_array_equal(data.X, fz.ecfp(["CCO", "c1ccccc1", "C1CC1", "CC(=O)O", "CCN"], 2, 256))
     np.testing.assert_array_equal(data.y, [1, 0, 1, 0, 1])
     graph, _ = load("csv", path=path, label_col="active", smiles_col="smiles", features="graph")
-    assert set(graph.X) == {"atoms", "bonds", "mask"} and len(graph.X["mask"]) == 5
+    assert set(graph.X) == {"atoms", "mask", "bonds", "bond_mask"} and len(graph.X["mask"]) == 5
     assert tag("csv", "inputs", path=path, smiles_col="smiles", features="graph") == "graph"
 
 

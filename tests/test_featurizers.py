@@ -48,15 +48,28 @@ def feature(name: str) -> int:
     return fz.ATOM_FEATURE_NAMES.index(name)
 
 
+def adjacency(g: dict[str, np.ndarray]) -> np.ndarray:
+    """The dense adjacency ``[N, A, A, K]`` of edge-list graphs (entry ``[n, source, receiver, type]``)."""
+    n, a = g["mask"].shape
+    out = np.zeros((n, a, a, len(fz.BOND_TYPE_NAMES)), dtype=np.float32)
+    for i in range(n):
+        for (source, receiver, kind), real in zip(g["bonds"][i], g["bond_mask"][i], strict=True):
+            out[i, source, receiver, kind] += real
+    return out
+
+
 def test_graph_of_ethanol_and_benzene_by_hand():
     g = fz.graph(["CCO", "c1ccccc1"])
-    assert set(g) == {"atoms", "bonds", "mask"} and all(v.dtype == np.float32 for v in g.values())
+    assert set(g) == {"atoms", "mask", "bonds", "bond_mask"} and g["bonds"].dtype == np.int32
+    assert all(g[k].dtype == np.float32 for k in ("atoms", "mask", "bond_mask"))
     assert g["atoms"].shape == (2, 6, fz.ATOM_FEATURES)  # padded to benzene's 6 heavy atoms
-    assert g["bonds"].shape == (2, 6, 6, 4)
+    assert g["bonds"].shape == (2, 12, 3)  # benzene's 6 bonds, both ways
     np.testing.assert_array_equal(g["mask"], [[1, 1, 1, 0, 0, 0], [1] * 6])
+    np.testing.assert_array_equal(g["bond_mask"], [[1] * 4 + [0] * 8, [1] * 12])
+    assert (g["bonds"][0, 4:] == 0).all()  # padding bonds are zeros
     single, double, triple, aromatic = range(4)
 
-    atoms, bonds = g["atoms"][0], g["bonds"][0]
+    atoms, bonds = g["atoms"][0], adjacency(g)[0]
     assert atoms[3:].sum() == 0 and bonds[3:].sum() == 0 and bonds[:, 3:].sum() == 0  # padding is empty
     for i, element in enumerate("CCO"):
         assert atoms[i, feature(f"element={element}")] == 1
@@ -69,7 +82,7 @@ def test_graph_of_ethanol_and_benzene_by_hand():
     assert bonds[..., single].sum() == 4 and bonds[..., [double, triple, aromatic]].sum() == 0
     assert all(atoms[i].sum() == 5 for i in range(3))  # one slot in each of the 5 one-hot blocks, aromatic off
 
-    atoms, bonds = g["atoms"][1], g["bonds"][1]
+    atoms, bonds = g["atoms"][1], adjacency(g)[1]
     assert (atoms[:, feature("element=C")] == 1).all() and (atoms[:, feature("aromatic")] == 1).all()
     assert (atoms[:, feature("degree=2")] == 1).all() and (atoms[:, feature("num_hs=1")] == 1).all()
     assert (atoms[:, feature("hybridization=SP2")] == 1).all()
@@ -83,8 +96,9 @@ def test_graph_charges_elements_outside_the_list_and_bond_orders():
     assert g["atoms"][0, 1, feature("charge=+1")] == 1 and g["atoms"][0, 1, feature("degree=4")] == 1
     assert g["atoms"][1, 0, feature("element=other")] == 1 and g["atoms"][1, 1, feature("element=Cl")] == 1
     assert g["atoms"][1, 1, feature("charge=-1")] == 1
-    assert g["bonds"][1].sum() == 0  # a salt: two disconnected ions
-    assert g["bonds"][2, 0, 1, 2] == 1 and g["bonds"][3, 0, 1, 1] == 1  # triple, double
+    dense = adjacency(g)
+    assert dense[1].sum() == 0 and g["bond_mask"][1].sum() == 0  # a salt: two disconnected ions
+    assert dense[2, 0, 1, 2] == dense[2, 1, 0, 2] == 1 and dense[3, 0, 1, 1] == 1  # triple, double
 
 
 def test_invalid_smiles_are_named_or_dropped_and_counted():

@@ -105,7 +105,7 @@ def test_cnn3d_refuses_wrong_ranks_even_kernels_and_graphs():
     with pytest.raises(BenchError, match="kernel_size=4 must be odd"):
         build((4, 4, 4), kernel_size=4)
     with pytest.raises(BenchError, match="'cnn3d' takes volume inputs.*dict of arrays"):
-        build({"atoms": (3, 5), "bonds": (3, 3, 4), "mask": (3,)})
+        build({"atoms": (3, 5), "mask": (3,), "bonds": (6, 3), "bond_mask": (6,)})
     # an image [C, H, W] is 3-d too: it is read as a one-channel volume, which is why the grid checks input kinds
     assert build((1, 8, 8))(torch.rand(2, 1, 8, 8)).shape == (2, 3)
 
