@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="where models train: cuda if available with auto (default: %(default)s)")
     running.add_argument("--memory-budget", type=_memory_size, metavar="SIZE",
                          help="memory that one cell's largest computations (per-sample gradients of DP-SGD, model "
-                         "outputs) are chunked to fit, e.g. 2G; results do not depend on it (default: half of the "
-                         "available memory, of the GPU with --device cuda)")
+                         "outputs) are chunked to fit, e.g. 2G; results agree to float rounding whatever it is "
+                         "(default: half of the available memory, at most 1G, or of the GPU's with --device cuda)")
     running.add_argument("--quiet", action="store_true", help="no progress bar")
     running.add_argument("--verbose", action="store_true",
                          help="print each finished cell's seconds per stage, and the run's totals per stage")

@@ -86,12 +86,15 @@ class MPNN(nn.Module):
         n_graphs, (n_atoms, _), n_types = size.shape[-1], atoms.shape, self.message[0].shape[0]
         keep = (graph < n_graphs).to(atoms.dtype).unsqueeze(-1)  # [T, 1]
         source, receiver, kind = bonds.unbind(-1)
-        along = source * n_types + kind  # row of (sending atom, bond type) in the per-type messages
+        slot = receiver * n_types + kind  # row of (receiving atom, bond type) in the per-type sums
         carried = bond_mask.unsqueeze(-1)
         h = torch.relu(self.embed(atoms)) * keep  # [T, H]
         for weight, update, norm in zip(self.message, self.update, self.norm, strict=True):
-            per_type = torch.einsum("th,khg->tkg", h, weight).reshape(n_atoms * n_types, -1)
-            incoming = torch.zeros_like(h).index_add(0, receiver, per_type[along] * carried)
+            # Σ_e W_k h_source = Σ_k W_k (Σ over the atom's bonds of type k of h_source): sum the sending states
+            # per (receiver, type) first, then apply every type's weight in one product
+            sent = h.index_select(0, source) * carried  # [S, H]
+            per_type = h.new_zeros((n_atoms * n_types, h.shape[-1])).index_add(0, slot, sent)
+            incoming = per_type.reshape(n_atoms, -1) @ weight.reshape(-1, weight.shape[-1])
             h = norm(h + torch.relu(update(h) + incoming))
             h = self.dropout(h) * keep
         pooled = h.new_zeros((n_graphs + 1, h.shape[-1])).index_add(0, graph, h)[:n_graphs]

@@ -147,8 +147,8 @@ FORMAL_CHARGES = (-1, 0, 1)  # plus an "other" slot
 HYBRIDIZATION_NAMES = ("SP", "SP2", "SP3")  # plus an "other" slot (S, SP3D, SP3D2, unspecified …)
 NUM_HS = (0, 1, 2, 3, 4)  # 4 means "4 or more"
 
-#: Bond channels of the adjacency, as names of ``rdkit.Chem.rdchem.BondType`` members (:func:`bond_types`); any
-#: other bond type (dative, zero-order …) is counted as single.
+#: Bond types (the third entry of a directed bond), as names of ``rdkit.Chem.rdchem.BondType`` members
+#: (:func:`bond_types`); any other bond type (dative, zero-order …) is counted as single.
 BOND_TYPE_NAMES = ("SINGLE", "DOUBLE", "TRIPLE", "AROMATIC")
 
 
@@ -162,7 +162,7 @@ def hybridizations() -> tuple[Chem.rdchem.HybridizationType, ...]:
 
 @cache
 def bond_types() -> tuple[Chem.rdchem.BondType, ...]:
-    """The RDKit bond types of the adjacency's channels, in the order of :data:`BOND_TYPE_NAMES`."""
+    """The RDKit bond types, in the order of :data:`BOND_TYPE_NAMES`."""
     from rdkit import Chem
 
     return tuple(getattr(Chem.rdchem.BondType, name) for name in BOND_TYPE_NAMES)

@@ -367,7 +367,7 @@ def _b3db_file(params: Mapping[str, Any]) -> Path:
         "regression: the 1,058 with a measured logBB (−2.69 to 1.70, not standardized). The SMILES that RDKit "
         "rejects (2 in the classification table) are dropped and counted, then exact duplicate feature vectors "
         "with the same label (e.g. stereoisomers under ECFP). features: ECFP4/6, MACCS, RDKit path fingerprints "
-        "or a dense graph."
+        "or a graph (edge lists)."
     ),
     params=[
         Param("task", str, "classification", "classification (BBB+ vs BBB-) or regression (logBB)", choices=TASKS),

@@ -518,5 +518,6 @@ class LoopEngine(Engine):
         for m in range(ensemble.n_models):
             params = {k: v[m] for k, v in ensemble.params.items()}
             buffers = {k: v[m] for k, v in ensemble.buffers.items()}
-            outputs.append(torch.func.functional_call(ensemble.template, (params, buffers), (take(x, m),)))
+            outputs.append(torch.func.functional_call(ensemble.template, (params, buffers),
+                                                        (ensemble.collate(take(x, m), 1),)))
         return torch.stack(outputs)
