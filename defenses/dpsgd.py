@@ -59,6 +59,11 @@ torch = lazy_import("torch")
 ACCOUNTANTS = ("rdp", "prv")
 #: Opacus' stabiliser in the clipping factor ``min(1, C / (‖g‖ + 1e-6))``.
 CLIP_STABILISER = 1e-6
+#: The most samples of every model whose per-sample gradients :func:`vmap_clipped_sum` forms at once (fewer when
+#: the memory budget holds fewer). Measured on 2 CPU cores, 16 MPNNs (hidden 64) on B3DB batches of 64, molecules
+#: sorted by size: a step took 0.48 s in chunks of 4, 0.43 s of 8, 0.69 s of 16 and 1.85 s of 64 (larger
+#: per-sample tensors fall out of the caches, and a chunk's padding grows with its largest molecule).
+PER_SAMPLE_CHUNK = 8
 
 
 
@@ -196,11 +201,12 @@ def vmap_clipped_sum(
     per-sample losses ``[M, B]``.
 
     ``X[M, B, ...]`` and ``y[M, B]`` are each model's batch, ``weights[M, B]`` 1 for a record and 0 for padding.
-    The per-sample gradients ``[M, b, *shape]`` of ``chunk`` samples at a time (default: as many as the memory
-    budget holds, :func:`targets.ensemble.records_within`) are formed in full by ``vmap`` (models) ∘ ``vmap``
-    (samples) ∘ ``grad``; their global norm (all parameters together) sets the clip factor, and the chunks'
-    clipped sums are added in order. A template with ``collate`` (graphs) gets each chunk's records cut to the
-    padding they need (``targets.graphs.trim``), which changes no number a record gives.
+    The per-sample gradients ``[M, b, *shape]`` of ``chunk`` samples at a time (default: :data:`PER_SAMPLE_CHUNK`,
+    or as many as the memory budget holds if fewer, :func:`targets.ensemble.records_within`) are formed in full by
+    ``vmap`` (models) ∘ ``vmap`` (samples) ∘ ``grad``; their global norm (all parameters together) sets the clip
+    factor, and the chunks' clipped sums are added in order. For a template with ``collate`` (graphs) every
+    model's samples are taken smallest molecule first, and each chunk's records are cut to the padding they need
+    (``targets.graphs.trim``), which changes no number a record gives; the losses come back in the batch's order.
     """
 
     def sample_loss(params: Grads, buffers: Grads, x: Inputs, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -215,18 +221,21 @@ def vmap_clipped_sum(
     ensemble.template.train()
     params = {k: v.detach() for k, v in ensemble.params.items()}
     B = y.shape[1]
+    graphs = hasattr(ensemble.template, "collate")
+    order = None
+    if graphs:  # every model's batch smallest molecule first, so that a chunk's molecules need little padding
+        from targets.graphs import trim
+
+        order = torch.argsort(X["mask"].sum(-1), dim=1, stable=True)
+        X, y, weights = take(X, (torch.arange(len(order))[:, None], order)), y.gather(1, order), weights.gather(1, order)
     if chunk is None:
-        chunk = records_within(ensemble, take(X, (slice(None), slice(None, 1))), memory_budget(ensemble.device),
-                               per_sample_gradients=True)
+        chunk = min(PER_SAMPLE_CHUNK, records_within(ensemble, take(X, (slice(None), slice(-1, None))),
+                                                     memory_budget(ensemble.device), per_sample_gradients=True))
     summed: Grads = {}
     losses = []
     for start in range(0, B, chunk):
         part = (slice(None), slice(start, start + chunk))
-        x = take(X, part)
-        if hasattr(ensemble.template, "collate"):
-            from targets.graphs import trim
-
-            x = trim(x)
+        x = trim(take(X, part)) if graphs else take(X, part)
         grads, chunk_losses = per_model(params, ensemble.buffers, x, y[part])
         squared = sum(g.flatten(2).pow(2).sum(-1) for g in grads.values())
         factors = clip_factors(squared, weights[part], max_grad_norm)
@@ -234,7 +243,8 @@ def vmap_clipped_sum(
             clipped = torch.einsum("mb,mb...->m...", factors, g)
             summed[k] = clipped if k not in summed else summed[k] + clipped
         losses.append(chunk_losses)
-    return summed, torch.cat(losses, 1)
+    losses = torch.cat(losses, 1)
+    return summed, losses if order is None else losses.scatter(1, order, losses)
 
 
 def book_keeping_clipped_sum(
