@@ -89,15 +89,18 @@ class MPNN(nn.Module):
         slot = receiver * n_types + kind  # row of (receiving atom, bond type) in the per-type sums
         carried = bond_mask.unsqueeze(-1)
         h = torch.relu(self.embed(atoms)) * keep  # [T, H]
+        # gather/scatter_add rather than index_select/index_add: vmap batches them in one call, not one per model
+        rows = lambda index: index.unsqueeze(-1).expand(-1, h.shape[-1])  # noqa: E731
+        source_rows, slot_rows = rows(source), rows(slot)
         for weight, update, norm in zip(self.message, self.update, self.norm, strict=True):
             # Σ_e W_k h_source = Σ_k W_k (Σ over the atom's bonds of type k of h_source): sum the sending states
             # per (receiver, type) first, then apply every type's weight in one product
-            sent = h.index_select(0, source) * carried  # [S, H]
-            per_type = h.new_zeros((n_atoms * n_types, h.shape[-1])).index_add(0, slot, sent)
+            sent = h.gather(0, source_rows) * carried  # [S, H]
+            per_type = h.new_zeros((n_atoms * n_types, h.shape[-1])).scatter_add(0, slot_rows, sent)
             incoming = per_type.reshape(n_atoms, -1) @ weight.reshape(-1, weight.shape[-1])
             h = norm(h + torch.relu(update(h) + incoming))
             h = self.dropout(h) * keep
-        pooled = h.new_zeros((n_graphs + 1, h.shape[-1])).index_add(0, graph, h)[:n_graphs]
+        pooled = h.new_zeros((n_graphs + 1, h.shape[-1])).scatter_add(0, rows(graph), h)[:n_graphs]
         if self.readout == "mean":
             pooled = pooled / size.clamp_min(1.0).unsqueeze(-1)
         return self.head(pooled)
