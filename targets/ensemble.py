@@ -140,7 +140,8 @@ class Ensemble:
 
     def predict(self, X: Inputs, batch_size: int = 4096) -> torch.Tensor:
         """Evaluation-mode outputs of every model on shared inputs ``X[N, ...]`` → ``[M, N, outputs]``, without
-        gradients."""
+        gradients, ``batch_size`` records at a time (fewer for a template whose ``activation_elements`` says the
+        memory budget holds fewer, :func:`records_within`)."""
         with torch.no_grad():  # a context, not the decorator: ``@torch.no_grad()`` would load torch at import
             self.template.eval()
             if self.formulation(X, 1) == "matmul":
@@ -148,7 +149,8 @@ class Ensemble:
             else:
                 run = functools.partial(torch.func.vmap(self._call, in_dims=(0, 0, None), randomness="same"),
                                         self.params, self.buffers)
-            batch_size = min(batch_size, records_within(self, X, memory_budget(self.device)))
+            if hasattr(self.template, "activation_elements"):  # a template that says what a record costs
+                batch_size = min(batch_size, records_within(self, X, memory_budget(self.device)))
             chunks = range(0, n_records(X), batch_size)
             return torch.cat([run(self.collate(take(X, slice(i, i + batch_size)), 1)) for i in chunks], 1)
 
