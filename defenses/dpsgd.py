@@ -60,9 +60,10 @@ ACCOUNTANTS = ("rdp", "prv")
 #: Opacus' stabiliser in the clipping factor ``min(1, C / (‖g‖ + 1e-6))``.
 CLIP_STABILISER = 1e-6
 #: The most samples of every model whose per-sample gradients :func:`vmap_clipped_sum` forms at once for graph
-#: inputs (fewer when the memory budget holds fewer). Measured on 2 CPU cores, 16 MPNNs (hidden 64) on B3DB batches of 64, molecules
-#: sorted by size: a step took 0.48 s in chunks of 4, 0.43 s of 8, 0.69 s of 16 and 1.85 s of 64 (larger
-#: per-sample tensors fall out of the caches, and a chunk's padding grows with its largest molecule).
+#: inputs (fewer when the memory budget holds fewer). Measured on 2 CPU cores, 16 MPNNs (hidden 64) on B3DB
+#: batches of 64, molecules sorted by size: a step took 0.48 s in chunks of 4, 0.43 s of 8, 0.69 s of 16 and
+#: 1.85 s of 64 (larger per-sample tensors fall out of the caches, and a chunk's padding grows with its largest
+#: molecule).
 PER_SAMPLE_CHUNK = 8
 
 
@@ -204,9 +205,10 @@ def vmap_clipped_sum(
     The per-sample gradients ``[M, b, *shape]`` of ``chunk`` samples at a time (default: as many as the memory
     budget holds, :func:`targets.ensemble.records_within`, and for graphs at most :data:`PER_SAMPLE_CHUNK`) are
     formed in full by ``vmap`` (models) ∘ ``vmap`` (samples) ∘ ``grad``; their global norm (all parameters
-    together) sets the clip factor, and the chunks' clipped sums are added in order. For a template with ``collate`` (graphs) every
-    model's samples are taken smallest molecule first, and each chunk's records are cut to the padding they need
-    (``targets.graphs.trim``), which changes no number a record gives; the losses come back in the batch's order.
+    together) sets the clip factor, and the chunks' clipped sums are added in order. For a template with
+    ``collate`` (graphs) every model's samples are taken smallest molecule first, and each chunk's records are cut
+    to the padding they need (``targets.graphs.trim``), which changes no number a record gives; the losses come
+    back in the batch's order.
     """
 
     def sample_loss(params: Grads, buffers: Grads, x: Inputs, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -227,7 +229,8 @@ def vmap_clipped_sum(
         from targets.graphs import trim
 
         order = torch.argsort(X["mask"].sum(-1), dim=1, stable=True)
-        X, y, weights = take(X, (torch.arange(len(order))[:, None], order)), y.gather(1, order), weights.gather(1, order)
+        X = take(X, (torch.arange(len(order))[:, None], order))
+        y, weights = y.gather(1, order), weights.gather(1, order)
     if chunk is None:
         chunk = records_within(ensemble, take(X, (slice(None), slice(-1, None))), memory_budget(ensemble.device),
                                per_sample_gradients=True)

@@ -110,7 +110,8 @@ def models():
     torch.manual_seed(0)
     out = {}
     for readout in ("mean", "sum"):
-        model = mpnn({"atoms": (1, fz.ATOM_FEATURES), "mask": (1,), "bonds": (1, 3), "bond_mask": (1,)}, 3, 16, 3, 0.2, readout)
+        shape = {"atoms": (1, fz.ATOM_FEATURES), "mask": (1,), "bonds": (1, 3), "bond_mask": (1,)}
+        model = mpnn(shape, 3, 16, 3, 0.2, readout)
         out[readout] = model.eval()  # dropout off: a deterministic function of the graph
     return out
 

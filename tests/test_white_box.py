@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from targets.architectures import cnn, logreg, mlp, mpnn
-from targets.graphs import from_dense
 from targets.ensemble import Ensemble, take
+from targets.graphs import from_dense
 from targets.white_box import ACTIVATION_TYPES, feature_names, parameter_groups, white_box_features
 
 
@@ -72,15 +72,16 @@ def _graphs(n: int, atoms: int = 5, features: int = 4, bond_types: int = 2, seed
     return from_dense(torch.randn(n, atoms, features, generator=g), bonds, mask)
 
 
+GRAPH_SHAPE = {"atoms": (5, 4), "mask": (5,), "bonds": (50, 3), "bond_mask": (50,)}
 CASES = {
     "mlp-classification": (lambda: mlp((6,), 3, depth=2, width=8, activation="relu", dropout=0.5), "vector", 3),
     "mlp-tanh-regression": (lambda: mlp((6,), 1, depth=2, width=8, activation="tanh", dropout=0.0), "vector", 0),
     "mlp-gelu": (lambda: mlp((6,), 3, depth=1, width=5, activation="gelu", dropout=0.0), "vector", 3),
     "logreg": (lambda: logreg((6,), 3), "vector", 3),
     "cnn": (lambda: cnn((2, 5, 5), 3, channels=4, depth=2, kernel_size=3, dropout=0.3), "image", 3),
-    "mpnn-regression": (lambda: mpnn({"atoms": (5, 4), "mask": (5,), "bonds": (50, 3), "bond_mask": (50,)}, 1, hidden=6, steps=2,
+    "mpnn-regression": (lambda: mpnn(GRAPH_SHAPE, 1, hidden=6, steps=2,
                                      dropout=0.3, readout="mean"), "graph", 0),
-    "mpnn-classification": (lambda: mpnn({"atoms": (5, 4), "mask": (5,), "bonds": (50, 3), "bond_mask": (50,)}, 2, hidden=6,
+    "mpnn-classification": (lambda: mpnn(GRAPH_SHAPE, 2, hidden=6,
                                          steps=1, dropout=0.0, readout="sum"), "graph", 2),
 }
 
